@@ -1,0 +1,96 @@
+"""The supernet's training step: single-level SGD on (w, Theta) (paper §4.3).
+
+`SupernetModel` is a functional model with outputs `{"logits",
+"coefficients"}`. Its train step is Keras's own, with two additions that
+DARTS's PyTorch semantics need (SPEC §4):
+
+- the gradient-norm clip is on the global norm of the *all-reduced*
+  gradient. Keras's `global_clipnorm` clips each replica's share before the
+  all-reduce, which is a different operation under `tf.distribute`;
+- the squared norm of that gradient is tracked per step and reported as the
+  epoch mean `grad_norm_sq`: the quantity E[||grad F||^2] bounded by the
+  paper's convergence analysis (eq. 4.22).
+"""
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+# Output names of the supernet.
+LOGITS = "logits"
+COEFFICIENTS = "coefficients"
+
+
+def _scale_for_distribution(loss):
+    return loss / tf.distribute.get_strategy().num_replicas_in_sync
+
+
+@keras.saving.register_keras_serializable(package="asmnas_tf")
+class SupernetModel(keras.Model):
+    """Functional supernet: cross-entropy on the logits, global-norm clip.
+
+    Loss and metrics are the model's own trackers (the outputs are a dict of
+    which only the logits have a target), so `compile` takes the optimizer.
+    """
+
+    def __init__(self, *args, clipnorm=5.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.clipnorm = clipnorm
+        self.cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        self.grad_norm_sq_tracker = keras.metrics.Mean(name="grad_norm_sq")
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.accuracy_tracker, self.grad_norm_sq_tracker]
+
+    def _all_reduce(self, tensors):
+        if tf.distribute.get_strategy().num_replicas_in_sync == 1:
+            return tensors
+        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, tensors)
+
+    def _update_metrics(self, y, logits, loss):
+        self.loss_tracker.update_state(loss, sample_weight=ops.shape(logits)[0])
+        self.accuracy_tracker.update_state(y, logits)
+        return {"loss": self.loss_tracker.result(), "accuracy": self.accuracy_tracker.result()}
+
+    def train_step(self, data):
+        x, y = data
+        with tf.GradientTape() as tape:
+            logits = self(x, training=True)[LOGITS]
+            loss = self.cross_entropy(y, logits)
+            # 1 / replicas, so that the SUM all-reduce of the replicas'
+            # gradients is the gradient of the global batch's mean loss.
+            scaled_loss = _scale_for_distribution(loss)
+        variables = self.trainable_variables
+        gradients = tape.gradient(scaled_loss, variables)
+
+        global_gradients = self._all_reduce(gradients)
+        norm_sq = ops.sum(ops.stack([ops.sum(ops.square(g)) for g in global_gradients]))
+        self.grad_norm_sq_tracker.update_state(norm_sq)
+        # torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) if below 1.
+        scale = ops.minimum(1.0, self.clipnorm / (ops.sqrt(norm_sq) + 1e-6))
+        # The optimizer sums the replicas' gradients again; scaling each
+        # replica's share by the common factor clips the sum exactly.
+        self.optimizer.apply_gradients(zip([g * scale for g in gradients], variables))
+        return {**self._update_metrics(y, logits, loss), "grad_norm_sq": self.grad_norm_sq_tracker.result()}
+
+    def test_step(self, data):
+        x, y = data
+        logits = self(x, training=False)[LOGITS]
+        return self._update_metrics(y, logits, self.cross_entropy(y, logits))
+
+    def get_config(self):
+        return {**super().get_config(), "clipnorm": self.clipnorm}
+
+
+def compile_supernet(model, optimizer):
+    """Attach the optimizer and build its slots up front.
+
+    Building the optimizer's slots before `fit` makes TensorFlow trace the
+    train step once instead of twice (Keras creates them lazily in the trace).
+    """
+    model.compile(optimizer=optimizer)
+    optimizer.build(model.trainable_variables)
+    return model
