@@ -1,28 +1,21 @@
 """The supernet's training step: single-level SGD on (w, Theta) (paper §4.3).
 
 `SupernetModel` is a functional model with outputs `{"logits",
-"coefficients"}`. Its train step is Keras's own, with two additions that
-DARTS's PyTorch semantics need (SPEC §4):
-
-- the gradient-norm clip is on the global norm of the *all-reduced*
-  gradient. Keras's `global_clipnorm` clips each replica's share before the
-  all-reduce, which is a different operation under `tf.distribute`;
-- the squared norm of that gradient is tracked per step and reported as the
-  epoch mean `grad_norm_sq`: the quantity E[||grad F||^2] bounded by the
-  paper's convergence analysis (eq. 4.22).
+"coefficients"}`; only the logits have a target. Its train step clips the
+global norm of the all-reduced gradient (`grad_clip.py`, SPEC §4) and
+reports the epoch mean of its square, `grad_norm_sq`: the quantity
+E[||grad F||^2] bounded by the paper's convergence analysis (eq. 4.22).
 """
 
 import keras
 import tensorflow as tf
 from keras import ops
 
+from asmnas_tf.grad_clip import clip_by_global_norm, scale_for_distribution
+
 # Output names of the supernet.
 LOGITS = "logits"
 COEFFICIENTS = "coefficients"
-
-
-def _scale_for_distribution(loss):
-    return loss / tf.distribute.get_strategy().num_replicas_in_sync
 
 
 @keras.saving.register_keras_serializable(package="asmnas_tf")
@@ -45,11 +38,6 @@ class SupernetModel(keras.Model):
     def metrics(self):
         return [self.loss_tracker, self.accuracy_tracker, self.grad_norm_sq_tracker]
 
-    def _all_reduce(self, tensors):
-        if tf.distribute.get_strategy().num_replicas_in_sync == 1:
-            return tensors
-        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, tensors)
-
     def _update_metrics(self, y, logits, loss):
         self.loss_tracker.update_state(loss, sample_weight=ops.shape(logits)[0])
         self.accuracy_tracker.update_state(y, logits)
@@ -62,18 +50,11 @@ class SupernetModel(keras.Model):
             loss = self.cross_entropy(y, logits)
             # 1 / replicas, so that the SUM all-reduce of the replicas'
             # gradients is the gradient of the global batch's mean loss.
-            scaled_loss = _scale_for_distribution(loss)
+            scaled_loss = scale_for_distribution(loss)
         variables = self.trainable_variables
-        gradients = tape.gradient(scaled_loss, variables)
-
-        global_gradients = self._all_reduce(gradients)
-        norm_sq = ops.sum(ops.stack([ops.sum(ops.square(g)) for g in global_gradients]))
+        gradients, norm_sq = clip_by_global_norm(tape.gradient(scaled_loss, variables), self.clipnorm)
         self.grad_norm_sq_tracker.update_state(norm_sq)
-        # torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) if below 1.
-        scale = ops.minimum(1.0, self.clipnorm / (ops.sqrt(norm_sq) + 1e-6))
-        # The optimizer sums the replicas' gradients again; scaling each
-        # replica's share by the common factor clips the sum exactly.
-        self.optimizer.apply_gradients(zip([g * scale for g in gradients], variables))
+        self.optimizer.apply_gradients(zip(gradients, variables))
         return {**self._update_metrics(y, logits, loss), "grad_norm_sq": self.grad_norm_sq_tracker.result()}
 
     def test_step(self, data):

@@ -1,0 +1,57 @@
+"""Keras callbacks of a run: learning rate in the logs, step timing."""
+
+import json
+import time
+
+import keras
+import numpy as np
+
+from asmnas_tf.run_dir import write_text_atomic
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Adds the learning rate in force at the end of each epoch to the logs.
+
+    Put it before CSVLogger and TensorBoard so both record it.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate))
+
+
+class StepTimer(keras.callbacks.Callback):
+    """Time to the end of the first step (tracing included), then each step.
+
+    `first_step_s` is what a user waits before training really starts;
+    `steady_step_s` is the median of the later steps of the run.
+    """
+
+    def __init__(self, path=None):
+        super().__init__()
+        self.path = path
+        self.first_step_s = None
+        self.step_times = []
+        self._start = None
+        self._batch_start = None
+
+    def on_train_begin(self, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._batch_start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        if self.first_step_s is None:
+            self.first_step_s = now - self._start
+        else:
+            self.step_times.append(now - self._batch_start)
+
+    def summary(self):
+        steady = float(np.median(self.step_times)) if self.step_times else None
+        return {"first_step_s": self.first_step_s, "steady_step_s": steady, "steps_timed": len(self.step_times)}
+
+    def on_train_end(self, logs=None):
+        if self.path:
+            write_text_atomic(self.path, json.dumps(self.summary(), indent=1) + "\n")

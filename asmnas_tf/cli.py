@@ -1,0 +1,89 @@
+"""What every entry point shares (SPEC §9): flags, strict gin, one-line errors.
+
+`--gin_file` (repeatable; a path, or one relative to the repository's gin/
+folder), `--gin_param` (repeatable), `--model_dir`. Gin parsing is strict:
+an unknown configurable or parameter is an error before any work starts.
+A user error (bad flag value, gin binding, genotype, data, run directory)
+prints one line, `error: ...`, and exits with status 2: no traceback.
+"""
+
+import os
+import sys
+
+from absl import flags, logging
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import gin  # noqa: E402
+
+GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
+
+flags.DEFINE_multi_string("gin_file", [], "Gin config file(s); relative paths may be under gin/.")
+flags.DEFINE_multi_string("gin_param", [], "Gin binding(s), e.g. 'run_search.epochs = 2'.")
+flags.DEFINE_string("model_dir", None, "Run directory (SPEC §8).")
+
+FLAGS = flags.FLAGS
+
+
+class ConfigError(ValueError):
+    """A gin file or binding that cannot be used."""
+
+
+def _one_line(error):
+    message = getattr(error, "message", None) or str(error) or type(error).__name__
+    # gin appends "In call to configurable ..." and file positions on new lines.
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    return "; ".join(line for line in lines if not line.startswith("In call to configurable"))
+
+
+def _resolve_gin_file(path):
+    if os.path.isfile(path):
+        return path
+    candidate = os.path.join(GIN_DIR, path)
+    if os.path.isfile(candidate):
+        return candidate
+    raise ConfigError(f"--gin_file={path}: no such file (looked in . and {GIN_DIR})")
+
+
+def parse_gin(files, params):
+    """Strict parsing; every configurable must be imported before this."""
+    gin.add_config_file_search_path(GIN_DIR)
+    paths = [_resolve_gin_file(f) for f in files]
+    # gin logs an ERROR for every include it finds only on its search path.
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.FATAL)
+    try:
+        gin.parse_config_files_and_bindings(paths, params, skip_unknown=False, print_includes_and_imports=False)
+    except Exception as error:  # gin raises ValueError, KeyError, IOError, SyntaxError...
+        raise ConfigError(f"gin: {_one_line(error)}") from None
+    finally:
+        logging.set_verbosity(verbosity)
+    return gin.config_str()
+
+
+def user_errors():
+    """The exception types that are the user's to fix (one line, exit 2)."""
+    from asmnas_tf.data import DataError
+    from asmnas_tf.distribute import StrategyError
+    from asmnas_tf.genotype import GenotypeError
+    from asmnas_tf.run_dir import RunDirError
+
+    return (ConfigError, DataError, GenotypeError, RunDirError, StrategyError, ValueError)
+
+
+def run(main_fn):
+    """Call `main_fn()` turning user errors into one line and exit status 2."""
+    try:
+        main_fn()
+    except user_errors() as error:
+        print(f"error: {_one_line(error)}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        sys.exit(130)
+
+
+def require_model_dir():
+    if not FLAGS.model_dir:
+        raise ConfigError("--model_dir is required")
+    return FLAGS.model_dir

@@ -1,0 +1,35 @@
+"""Global gradient-norm clipping that is exact under `tf.distribute` (SPEC §4).
+
+DARTS clips with `clip_grad_norm_(params, 5)` on the gradient of the whole
+batch. Keras's `global_clipnorm` clips each replica's share before the
+optimizer all-reduces them, which is a different operation. Here the norm is
+taken of the all-reduced gradient, and each replica's share is scaled by the
+common factor, so the optimizer's own all-reduce sums to the clipped gradient.
+"""
+
+import tensorflow as tf
+from keras import ops
+
+
+def scale_for_distribution(loss):
+    """loss / replicas: the SUM all-reduce of the gradients is then the mean's."""
+    return loss / tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def _all_reduce_sum(tensors):
+    if tf.distribute.get_strategy().num_replicas_in_sync == 1:
+        return tensors
+    return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, tensors)
+
+
+def clip_by_global_norm(gradients, clipnorm):
+    """Returns (this replica's gradients, clipped; squared norm of the global gradient).
+
+    torch.nn.utils.clip_grad_norm_: scale by clipnorm / (norm + 1e-6) when
+    that is below 1. The squared norm is the quantity of the paper's
+    convergence bound (eq. 4.22).
+    """
+    global_gradients = _all_reduce_sum(gradients)
+    norm_sq = ops.sum(ops.stack([ops.sum(ops.square(g)) for g in global_gradients]))
+    scale = ops.minimum(1.0, clipnorm / (ops.sqrt(norm_sq) + 1e-6))
+    return [g * ops.cast(scale, g.dtype) for g in gradients], norm_sq

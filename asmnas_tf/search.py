@@ -1,0 +1,132 @@
+"""An ASM-NAS search run, from a dataset to `genotype.json` (Algorithm 1).
+
+1. Split the training set in two halves (SPEC §4): weights train on the first.
+2. Train the supernet's weights (w, Theta) with `model.fit`, single level,
+   under a `tf.distribute` strategy (Algorithm 1, steps 1-5).
+3. Selection on the second half (steps 6-13): mean coefficients, one rule.
+4. Write `attention.json` and `genotype.json` (atomically) in the run dir.
+
+An interrupted run resumes from its last epoch checkpoint (Keras
+`BackupAndRestore`); a finished one is not run again.
+"""
+
+import json
+import os
+import time
+
+import gin
+import keras
+import numpy as np
+import tensorflow as tf
+
+from asmnas_tf import run_dir as rd
+from asmnas_tf.callbacks import LearningRateLogger, StepTimer
+from asmnas_tf.data import channel_stats, load_arrays, make_dataset, split_halves
+from asmnas_tf.distribute import make_strategy
+from asmnas_tf.genotype import read_genotype, write_genotype
+from asmnas_tf.optim import search_optimizer
+from asmnas_tf.search_model import compile_supernet
+from asmnas_tf.selection import mean_coefficients, select_genotype, write_attention
+from asmnas_tf.supernet import build_supernet
+
+
+def seed_everything(seed, deterministic):
+    """Seed Python, numpy, TF and Keras; optionally make TF ops deterministic."""
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def search_datasets(arrays, batch_size, selection_batch_size, seed):
+    """(train, selection) pipelines on the two halves of the training set."""
+    (x_weights, y_weights), (x_select, y_select) = split_halves(arrays.x_train, arrays.y_train)
+    mean, std = channel_stats(x_weights)
+    train = make_dataset(x_weights, y_weights, batch_size, training=True, mean=mean, std=std, seed=seed)
+    select = make_dataset(x_select, y_select, selection_batch_size, training=False, mean=mean, std=std)
+    return train, select, len(x_weights), len(x_select)
+
+
+def _callbacks(model_dir, timer):
+    return [
+        keras.callbacks.BackupAndRestore(
+            os.path.join(model_dir, rd.CHECKPOINT_DIR), save_freq="epoch", delete_checkpoint=False
+        ),
+        LearningRateLogger(),
+        keras.callbacks.CSVLogger(os.path.join(model_dir, rd.HISTORY_FILE), append=True),
+        keras.callbacks.TensorBoard(os.path.join(model_dir, rd.TENSORBOARD_DIR), write_graph=False),
+        timer,
+    ]
+
+
+@gin.configurable(denylist=["model_dir"])
+def run_search(
+    model_dir,
+    method="asm",
+    batch_size=64,
+    epochs=30,
+    selection_batch_size=256,
+    rule="argmax",
+    seed=0,
+    deterministic=False,
+    verbose="auto",
+):
+    """Search on the dataset of `load_arrays`; returns a summary dict."""
+    genotype_path = os.path.join(model_dir, rd.GENOTYPE_FILE)
+    if os.path.exists(genotype_path):
+        print(f"Search already complete: {genotype_path}")
+        return {"genotype": read_genotype(genotype_path), "resumed_complete": True}
+    if method != "asm":
+        raise ValueError(f"run_search.method={method!r}: only 'asm' is implemented")
+    strategy = make_strategy()  # first: it may split the CPU into logical devices
+    seed_everything(seed, deterministic)
+    arrays = load_arrays()
+    train, select, n_train, n_select = search_datasets(arrays, batch_size, selection_batch_size, seed)
+    steps_per_epoch = n_train // batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"run_search.batch_size={batch_size} is larger than the {n_train} training images")
+
+    started = time.perf_counter()
+    with strategy.scope():
+        model = build_supernet(arrays.image_shape, arrays.num_classes)
+        compile_supernet(model, search_optimizer(total_steps=epochs * steps_per_epoch))
+    build_s = time.perf_counter() - started
+    print(
+        f"Supernet: {len(model.layers)} layers, {model.count_params():,} parameters, "
+        f"{strategy.num_replicas_in_sync} replica(s), built in {build_s:.1f} s; "
+        f"{n_train} images train the weights, {n_select} select"
+    )
+    rd.write_text_atomic(os.path.join(model_dir, rd.OPERATIVE_CONFIG_FILE), gin.operative_config_str())
+
+    timer = StepTimer(os.path.join(model_dir, rd.TIMING_FILE))
+    model.fit(train, epochs=epochs, callbacks=_callbacks(model_dir, timer), verbose=verbose)
+
+    # Selection (Algorithm 1, steps 6-13): frozen weights, inference mode.
+    mean_coeffs, num_samples = mean_coefficients(model, select)
+    write_attention(os.path.join(model_dir, rd.ATTENTION_FILE), mean_coeffs, num_samples)
+    source = {"method": method, "dataset": arrays.name, "seed": seed}
+    genotype = select_genotype(mean_coeffs, rule, source)
+    write_genotype(genotype_path, genotype)
+    evaluation = model.evaluate(select, verbose=0, return_dict=True)
+    summary = {
+        "build_s": build_s,
+        **timer.summary(),
+        "selection_accuracy": float(evaluation["accuracy"]),
+        "wall_s": time.perf_counter() - started,
+    }
+    rd.write_text_atomic(os.path.join(model_dir, rd.TIMING_FILE), json.dumps(summary, indent=1) + "\n")
+    rd.write_text_atomic(os.path.join(model_dir, rd.OPERATIVE_CONFIG_FILE), gin.operative_config_str())
+    return {"genotype": genotype, "resumed_complete": False, **summary}
+
+
+def describe(genotype):
+    """A few readable lines: each cell's kept edges."""
+    lines = []
+    for index, cell in enumerate(genotype.cells):
+        kept = [f"{e.op}({e.source}->{e.target})" for e in cell.edges if e.op != "zero"]
+        kind = "reduce" if cell.reduction else "normal"
+        lines.append(f"  cell {index:2d} [{kind}] " + ", ".join(kept))
+    return "\n".join(lines)
+
+
+def mean_selection_weight(genotype):
+    return float(np.mean([e.weight for c in genotype.cells for e in c.edges if e.weight is not None]))
