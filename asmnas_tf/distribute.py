@@ -40,6 +40,10 @@ def make_strategy(kind="mirrored", logical_cpus=0):
         _split_cpu(logical_cpus)
     if kind == "default":
         return tf.distribute.get_strategy()
-    gpus = tf.config.list_logical_devices("GPU")
-    devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
-    return tf.distribute.MirroredStrategy(devices)
+    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+    if gpus:
+        return tf.distribute.MirroredStrategy(gpus)
+    # On CPUs, reduce through one device instead of collective ops: collective
+    # instance keys collide when a process makes more than one strategy.
+    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(cpus, cross_device_ops=tf.distribute.ReductionToOneDevice())

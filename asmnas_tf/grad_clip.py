@@ -11,9 +11,15 @@ import tensorflow as tf
 from keras import ops
 
 
-def scale_for_distribution(loss):
-    """loss / replicas: the SUM all-reduce of the gradients is then the mean's."""
-    return loss / tf.distribute.get_strategy().num_replicas_in_sync
+def unscale_loss(loss):
+    """The replica's own mean loss, from a Keras loss's output.
+
+    Keras losses divide their result by the number of replicas under
+    `tf.distribute` (so that the SUM all-reduce of the replicas' gradients is
+    the gradient of the global batch mean): differentiate that value, but
+    multiply it back before tracking it as a metric.
+    """
+    return loss * tf.distribute.get_strategy().num_replicas_in_sync
 
 
 def _all_reduce_sum(tensors):

@@ -25,6 +25,12 @@ def _batch_norm(affine, name):
     )
 
 
+def _strided_shape(input_shape, stride, channels):
+    """NHWC shape after a stride-s op with symmetric padding: ceil(size / s)."""
+    spatial = [None if d is None else -(-d // stride) for d in input_shape[1:3]]
+    return (input_shape[0], *spatial, channels)
+
+
 def _check_stride(stride):
     if stride not in (1, 2):
         raise ValueError(f"Expected stride 1 or 2. Received: stride={stride}")
@@ -72,9 +78,7 @@ class FactorizedReduce(keras.layers.Layer):
         init = op_math.torch_uniform(c_in)
         self.kernel_even = self.add_weight(shape=(1, 1, c_in, half), initializer=init, name="kernel_even")
         self.kernel_odd = self.add_weight(shape=(1, 1, c_in, half), initializer=init, name="kernel_odd")
-        out_h = None if input_shape[1] is None else (input_shape[1] + 1) // 2
-        out_w = None if input_shape[2] is None else (input_shape[2] + 1) // 2
-        self.bn.build((input_shape[0], out_h, out_w, self.channels))
+        self.bn.build(_strided_shape(input_shape, 2, self.channels))
 
     def call(self, x, training=None):
         y = op_math.factorized_reduce_convs(ops.relu(x), self.kernel_even, self.kernel_odd)
@@ -102,6 +106,10 @@ class Pool3x3(keras.layers.Layer):
         self.batch_norm = batch_norm
         self.affine = affine
         self.bn = _batch_norm(affine, "bn") if batch_norm else None
+
+    def build(self, input_shape):
+        if self.bn is not None:
+            self.bn.build(_strided_shape(input_shape, self.stride, input_shape[-1]))
 
     def call(self, x, training=None):
         pool = op_math.max_pool_3x3 if self.kind == "max" else op_math.avg_pool_3x3
@@ -143,6 +151,7 @@ class DilConv(keras.layers.Layer):
         self.pointwise = self.add_weight(
             shape=(1, 1, c_in, self.channels), initializer=op_math.torch_uniform(c_in), name="pointwise"
         )
+        self.bn.build(_strided_shape(input_shape, self.stride, self.channels))
 
     def call(self, x, training=None):
         y = op_math.depthwise_conv(ops.relu(x), self.depthwise, self.stride, self.dilation)
@@ -176,9 +185,7 @@ class SepConv(keras.layers.Layer):
     def build(self, input_shape):
         self.first = DilConv(input_shape[-1], self.kernel_size, self.stride, 1, self.affine, name="first")
         self.first.build(input_shape)
-        out_h = None if input_shape[1] is None else -(-input_shape[1] // self.stride)
-        out_w = None if input_shape[2] is None else -(-input_shape[2] // self.stride)
-        self.second.build((input_shape[0], out_h, out_w, input_shape[-1]))
+        self.second.build(_strided_shape(input_shape, self.stride, input_shape[-1]))
 
     def call(self, x, training=None):
         return self.second(self.first(x, training=training), training=training)
@@ -208,6 +215,7 @@ class ReLUConvBN(keras.layers.Layer):
         self.kernel = self.add_weight(
             shape=(1, 1, c_in, self.channels), initializer=op_math.torch_uniform(c_in), name="kernel"
         )
+        self.bn.build(_strided_shape(input_shape, 1, self.channels))
 
     def call(self, x, training=None):
         return self.bn(op_math.pointwise_conv(ops.relu(x), self.kernel), training=training)

@@ -11,7 +11,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from asmnas_tf.grad_clip import clip_by_global_norm, scale_for_distribution
+from asmnas_tf.grad_clip import clip_by_global_norm, unscale_loss
 
 # Output names of the supernet.
 LOGITS = "logits"
@@ -47,20 +47,19 @@ class SupernetModel(keras.Model):
         x, y = data
         with tf.GradientTape() as tape:
             logits = self(x, training=True)[LOGITS]
-            loss = self.cross_entropy(y, logits)
-            # 1 / replicas, so that the SUM all-reduce of the replicas'
-            # gradients is the gradient of the global batch's mean loss.
-            scaled_loss = scale_for_distribution(loss)
+            # Divided by the number of replicas inside (see grad_clip.unscale_loss).
+            scaled_loss = self.cross_entropy(y, logits)
         variables = self.trainable_variables
         gradients, norm_sq = clip_by_global_norm(tape.gradient(scaled_loss, variables), self.clipnorm)
         self.grad_norm_sq_tracker.update_state(norm_sq)
         self.optimizer.apply_gradients(zip(gradients, variables))
-        return {**self._update_metrics(y, logits, loss), "grad_norm_sq": self.grad_norm_sq_tracker.result()}
+        metrics = self._update_metrics(y, logits, unscale_loss(scaled_loss))
+        return {**metrics, "grad_norm_sq": self.grad_norm_sq_tracker.result()}
 
     def test_step(self, data):
         x, y = data
         logits = self(x, training=False)[LOGITS]
-        return self._update_metrics(y, logits, self.cross_entropy(y, logits))
+        return self._update_metrics(y, logits, unscale_loss(self.cross_entropy(y, logits)))
 
     def get_config(self):
         return {**super().get_config(), "clipnorm": self.clipnorm}

@@ -1,0 +1,106 @@
+"""The fused supernet edge equals the reference op layers + attention layer.
+
+Same weights in, same outputs and gradients out (SPEC §2-3), in training
+mode (batch statistics) and inference mode (moving statistics).
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from asmnas_tf import ops
+from asmnas_tf.attention import ArchitectureAttention
+from asmnas_tf.mixed_edge import MixedEdge
+from asmnas_tf.primitives import PRIMITIVES
+
+C = 8
+
+
+def _reference(stride, hidden):
+    candidates = {name: ops.make_op(name, C, stride, affine=False, pool_batch_norm=True) for name in PRIMITIVES}
+    return candidates, ArchitectureAttention(len(PRIMITIVES), hidden)
+
+
+def _reference_weights(candidates, attention, stride):
+    """The reference layers' weights under the fused edge's piece names."""
+    w = {}
+    for k in (3, 5):
+        sep = candidates[f"sep_conv_{k}x{k}"]
+        w[f"sep{k}_dw1"], w[f"sep{k}_pw1"] = sep.first.depthwise, sep.first.pointwise
+        w[f"sep{k}_dw2"], w[f"sep{k}_pw2"] = sep.second.depthwise, sep.second.pointwise
+        dil = candidates[f"dil_conv_{k}x{k}"]
+        w[f"dil{k}_dw"], w[f"dil{k}_pw"] = dil.depthwise, dil.pointwise
+    if stride == 2:
+        w["skip_even"] = candidates["skip_connect"].kernel_even
+        w["skip_odd"] = candidates["skip_connect"].kernel_odd
+    w.update(attention.params)
+    return w
+
+
+def _pair(stride, hidden=8, size=7, seed=0):
+    x = tf.constant(np.random.default_rng(seed).normal(size=(3, size, size, C)).astype("float32"))
+    candidates, attention = _reference(stride, hidden)
+    attention([op(x, training=False) for op in candidates.values()])  # build everything
+    edge = MixedEdge(C, stride, hidden)
+    edge(x)
+    ref_w = _reference_weights(candidates, attention, stride)
+    flat = np.concatenate([np.asarray(ref_w[name]).ravel() for name, _, _ in edge.pieces])
+    edge.kernel.assign(flat)
+    return x, candidates, attention, edge, ref_w
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_fused_edge_matches_reference(stride, training):
+    x, candidates, attention, edge, _ = _pair(stride)
+    ref_mixed, ref_coeffs = attention([op(x, training=training) for op in candidates.values()])
+    mixed, coeffs = edge(x, training=training)
+    np.testing.assert_allclose(np.asarray(coeffs), np.asarray(ref_coeffs), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(mixed), np.asarray(ref_mixed), atol=1e-5)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_fused_edge_gradients_match_reference(stride):
+    x, candidates, attention, edge, ref_w = _pair(stride, seed=1)
+    target = tf.constant(np.random.default_rng(2).normal(size=edge(x)[0].shape).astype("float32"))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        ref_mixed, _ = attention([op(x, training=True) for op in candidates.values()])
+        ref_loss = tf.reduce_mean((ref_mixed - target) ** 2)
+        mixed, _ = edge(x, training=True)
+        loss = tf.reduce_mean((mixed - target) ** 2)
+    names = [name for name, _, _ in edge.pieces]
+    ref_grads = tape.gradient(ref_loss, [x] + [ref_w[n] for n in names])
+    grads = tape.gradient(loss, [x, edge.kernel])
+    np.testing.assert_allclose(np.asarray(grads[0]), np.asarray(ref_grads[0]), atol=1e-5)
+    flat_ref = np.concatenate([np.asarray(g).ravel() for g in ref_grads[1:]])
+    np.testing.assert_allclose(np.asarray(grads[1]), flat_ref, atol=1e-5)
+
+
+def test_training_updates_the_moving_statistics_like_keras_batchnorm():
+    x, candidates, attention, edge, _ = _pair(1, seed=3)
+    for op in candidates.values():
+        op(x, training=True)
+    edge(x, training=True)
+    ref = candidates["sep_conv_5x5"].second.bn
+    slot = edge.bn_slots.index("sep5_b")
+    np.testing.assert_allclose(np.asarray(edge.moving_mean)[slot], np.asarray(ref.moving_mean), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(edge.moving_variance)[slot], np.asarray(ref.moving_variance), atol=1e-6)
+
+
+def test_weight_count_is_the_sum_of_the_ops_and_attention():
+    # stride 2: 800 + 1312 + 400 + 656 + 64 (FactorizedReduce) at C = 8 ... computed by hand:
+    sep = lambda k: 2 * (k * k * C + C * C)  # noqa: E731
+    dil = lambda k: k * k * C + C * C  # noqa: E731
+    attention = (8 * 16 + 16) + 2 * (16 * 16 + 16) + (16 * 8 + 8)
+    edge = MixedEdge(C, 2, 16)
+    edge.build((None, 8, 8, C))
+    assert edge.kernel.shape[0] == sep(3) + sep(5) + dil(3) + dil(5) + C * C + attention
+    assert len(edge.trainable_weights) == 1
+
+
+def test_uniform_mixing_has_equal_coefficients():
+    x = tf.constant(np.random.default_rng(5).normal(size=(2, 6, 6, C)).astype("float32"))
+    edge = MixedEdge(C, 1, mixing="uniform")
+    _, coeffs = edge(x, training=True)
+    np.testing.assert_allclose(np.asarray(coeffs), np.full((2, 8), 1 / 8), atol=1e-7)

@@ -1,0 +1,102 @@
+"""Candidate operations (SPEC §2): shapes, exact values, DARTS weight counts."""
+
+import keras
+import numpy as np
+import pytest
+
+from asmnas_tf import ops
+from asmnas_tf.primitives import PRIMITIVES
+
+C = 16
+
+
+def _call(layer, x, training=False):
+    return np.asarray(layer(x, training=training))
+
+
+@pytest.mark.parametrize("size", [7, 8])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("name", PRIMITIVES)
+def test_output_shape_odd_and_even(name, stride, size):
+    x = np.random.default_rng(0).normal(size=(2, size, size, C)).astype("float32")
+    layer = ops.make_op(name, C, stride, affine=False, pool_batch_norm=True)
+    out = -(-size // stride)  # ceil(size / stride), as PyTorch with symmetric padding
+    assert _call(layer, x, training=True).shape == (2, out, out, C)
+
+
+def test_zero_is_exactly_zero():
+    x = np.random.default_rng(1).normal(size=(3, 9, 9, C)).astype("float32") * 100
+    assert np.array_equal(_call(ops.make_op("zero", C, 1, False), x), np.zeros((3, 9, 9, C)))
+    assert np.array_equal(_call(ops.make_op("zero", C, 2, False), x), np.zeros((3, 5, 5, C)))
+
+
+def test_skip_connect_stride_1_is_identity():
+    x = np.random.default_rng(2).normal(size=(2, 6, 6, C)).astype("float32")
+    assert np.array_equal(_call(ops.make_op("skip_connect", C, 1, True), x), x)
+
+
+def _trainable_count(name, stride, affine):
+    layer = ops.make_op(name, C, stride, affine=affine, pool_batch_norm=True)
+    layer.build((None, 8, 8, C))
+    return sum(int(np.prod(w.shape)) for w in layer.trainable_weights)
+
+
+def test_trainable_weight_counts_match_darts_definitions():
+    # By hand, C = 16, convolutions without bias (DARTS operations.py):
+    # sep_conv_k: 2 x (depthwise k*k*C + pointwise C*C); dil_conv_k: one of them;
+    # FactorizedReduce: two 1x1 convs C -> C/2. BN affine adds 2C per BN.
+    sep3 = 2 * (9 * C + C * C)
+    sep5 = 2 * (25 * C + C * C)
+    dil3 = 9 * C + C * C
+    dil5 = 25 * C + C * C
+    reduce = 2 * C * (C // 2)
+    assert (sep3, sep5, dil3, dil5, reduce) == (800, 1312, 400, 656, 256)
+    expected_search = {
+        "zero": 0, "max_pool_3x3": 0, "avg_pool_3x3": 0, "skip_connect": 0,
+        "sep_conv_3x3": sep3, "sep_conv_5x5": sep5, "dil_conv_3x3": dil3, "dil_conv_5x5": dil5,
+    }
+    for name, count in expected_search.items():
+        assert _trainable_count(name, 1, affine=False) == count, name
+    assert _trainable_count("skip_connect", 2, affine=False) == reduce
+    # Affine BN (evaluation network): +2C per BN; sep_conv has two BNs.
+    assert _trainable_count("sep_conv_3x3", 1, affine=True) == sep3 + 2 * 2 * C
+    assert _trainable_count("dil_conv_5x5", 2, affine=True) == dil5 + 2 * C
+    assert _trainable_count("skip_connect", 2, affine=True) == reduce + 2 * C
+
+
+def test_avg_pool_excludes_padding_and_max_pool_ignores_it():
+    x = np.arange(16, dtype="float32").reshape(1, 4, 4, 1) - 100.0  # all negative
+    avg = _call(ops.Pool3x3("avg", 1), x)[0, :, :, 0]
+    mx = _call(ops.Pool3x3("max", 1), x)[0, :, :, 0]
+    grid = x[0, :, :, 0]
+    assert np.isclose(avg[0, 0], grid[:2, :2].mean())  # 4 real pixels, not 9
+    assert np.isclose(avg[1, 1], grid[:3, :3].mean())
+    assert mx[0, 0] == grid[:2, :2].max()  # padding never wins, even below 0
+    # Stride 2 windows start at -1, as PyTorch's padding=1 (not TF's "same").
+    avg2 = _call(ops.Pool3x3("avg", 2), x)[0, :, :, 0]
+    assert np.isclose(avg2[1, 1], grid[1:4, 1:4].mean())
+
+
+def test_dilated_conv_at_stride_2_equals_subsampled_stride_1():
+    x = np.random.default_rng(3).normal(size=(2, 9, 9, C)).astype("float32")
+    strided = ops.DilConv(C, 5, stride=2, dilation=2, affine=False)
+    dense = ops.DilConv(C, 5, stride=1, dilation=2, affine=False)
+    strided.build(x.shape)
+    dense.build(x.shape)
+    dense.set_weights(strided.get_weights())
+    # Inference mode: BN uses the same (initial) statistics in both.
+    np.testing.assert_allclose(_call(strided, x), _call(dense, x)[:, ::2, ::2], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", PRIMITIVES)
+def test_op_layers_serialize(name):
+    layer = ops.make_op(name, C, 2, affine=True, name=f"op_{name}")
+    x = np.random.default_rng(4).normal(size=(2, 8, 8, C)).astype("float32")
+    expected = _call(layer, x)
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    if not clone.built:
+        clone.build(x.shape)
+    if layer.weights:
+        clone.set_weights(layer.get_weights())
+    assert clone.get_config() == layer.get_config()
+    np.testing.assert_array_equal(_call(clone, x), expected)
