@@ -14,7 +14,37 @@ from absl import flags, logging
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+
+def _start_tensorflow_quietly():
+    """Import TensorFlow and probe its devices with stderr closed.
+
+    TensorFlow's C++ start-up lines (oneDNN notice, CUDA probing on a machine
+    without a GPU) are written before any log setting applies; they would
+    bury the one line a user error prints. Python exceptions still surface.
+    """
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+        tf.get_logger().setLevel("WARNING")  # "Using MirroredStrategy with ..." etc.
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+_start_tensorflow_quietly()
+
 import gin  # noqa: E402
+
+# Imported here, before gin parsing locks the config, so that catching them
+# never imports a module with configurables afterwards.
+from asmnas_tf.data import DataError  # noqa: E402
+from asmnas_tf.distribute import StrategyError  # noqa: E402
+from asmnas_tf.genotype import GenotypeError  # noqa: E402
+from asmnas_tf.run_dir import RunDirError  # noqa: E402
 
 GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
 
@@ -61,21 +91,19 @@ def parse_gin(files, params):
     return gin.config_str()
 
 
-def user_errors():
-    """The exception types that are the user's to fix (one line, exit 2)."""
-    from asmnas_tf.data import DataError
-    from asmnas_tf.distribute import StrategyError
-    from asmnas_tf.genotype import GenotypeError
-    from asmnas_tf.run_dir import RunDirError
-
-    return (ConfigError, DataError, GenotypeError, RunDirError, StrategyError, ValueError)
+# The exception types that are the user's to fix (one line, exit 2). Our own
+# argument checks raise ValueError with a message naming the argument.
+USER_ERRORS = (ConfigError, DataError, GenotypeError, RunDirError, StrategyError, ValueError)
 
 
 def run(main_fn):
     """Call `main_fn()` turning user errors into one line and exit status 2."""
+    if not FLAGS["verbosity"].present:
+        # absl.app starts at INFO; TFDS warns about every folder it probes.
+        logging.set_verbosity(logging.ERROR)
     try:
         main_fn()
-    except user_errors() as error:
+    except USER_ERRORS as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -98,7 +98,8 @@ def run_search(
     rd.write_text_atomic(os.path.join(model_dir, rd.OPERATIVE_CONFIG_FILE), gin.operative_config_str())
 
     timer = StepTimer(os.path.join(model_dir, rd.TIMING_FILE))
-    model.fit(train, epochs=epochs, callbacks=_callbacks(model_dir, timer), verbose=verbose)
+    # shuffle=False: the tf.data pipeline shuffles (Keras would only warn).
+    model.fit(train, epochs=epochs, callbacks=_callbacks(model_dir, timer), verbose=verbose, shuffle=False)
 
     # Selection (Algorithm 1, steps 6-13): frozen weights, inference mode.
     mean_coeffs, num_samples = mean_coefficients(model, select)

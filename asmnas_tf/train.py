@@ -150,7 +150,8 @@ def run_train(
 
     timer = StepTimer(os.path.join(model_dir, rd.TIMING_FILE))
     callbacks = _callbacks(model_dir, drop_path, epochs, timer, list(extra_callbacks))
-    history = model.fit(d["train"], epochs=epochs, callbacks=callbacks, verbose=verbose)
+    # shuffle=False: the tf.data pipeline shuffles (Keras would only warn).
+    history = model.fit(d["train"], epochs=epochs, callbacks=callbacks, verbose=verbose, shuffle=False)
     evaluation = model.evaluate(d["test"], verbose=0, return_dict=True)
     _save_model_atomic(model, os.path.join(model_dir, MODEL_FILE))
     results = {

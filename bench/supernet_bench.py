@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""Supernet start-up and speed: build, first step, steady step, memory.
+
+One configuration per run (a fresh process, so that the first step really
+includes tracing and graph optimisation). Prints a Markdown table row and
+appends a JSON line to --results.
+
+  .venv/bin/python bench/supernet_bench.py --num_cells=15 --channels=16 --batch=16
+"""
+
+import json
+import os
+import platform
+import resource
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+flags.DEFINE_integer("num_cells", 15, "L")
+flags.DEFINE_integer("channels", 16, "C")
+flags.DEFINE_integer("batch", 16, "global batch")
+flags.DEFINE_integer("image_size", 32, "H = W")
+flags.DEFINE_integer("image_channels", 3, "input channels")
+flags.DEFINE_integer("classes", 10, "classes")
+flags.DEFINE_enum("method", "asm", ["asm", "uniform"], "mixing of the edges")
+flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"], "Keras dtype policy")
+flags.DEFINE_bool("xla", False, "jit_compile the train step")
+flags.DEFINE_integer("steps", 6, "steps timed after the first (median reported)")
+flags.DEFINE_string("results", "bench/results.jsonl", "JSON lines file to append to")
+FLAGS = flags.FLAGS
+
+
+def _peak_rss_gb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # Linux: KiB
+
+
+def main(argv):
+    del argv
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from asmnas_tf.optim import search_optimizer
+    from asmnas_tf.search_model import compile_supernet
+    from asmnas_tf.supernet import build_supernet
+
+    keras.mixed_precision.set_global_policy(FLAGS.precision)
+    keras.utils.set_random_seed(0)
+    shape = (FLAGS.image_size, FLAGS.image_size, FLAGS.image_channels)
+    started = time.perf_counter()
+    model = build_supernet(shape, FLAGS.classes, num_cells=FLAGS.num_cells, channels=FLAGS.channels,
+                           mixing="attention" if FLAGS.method == "asm" else "uniform")
+    compile_supernet(model, search_optimizer(total_steps=1000))
+    model.jit_compile = FLAGS.xla
+    build_s = time.perf_counter() - started
+
+    rng = np.random.default_rng(0)
+    n = FLAGS.batch * (FLAGS.steps + 1)
+    x = rng.normal(size=(n, *shape)).astype("float32")
+    y = rng.integers(0, FLAGS.classes, n).astype("int32")
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(FLAGS.batch).cache().prefetch(2)
+    times = []
+
+    class Timer(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            self.t = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            times.append(time.perf_counter() - self.t)
+
+    fit_started = time.perf_counter()
+    model.fit(data.take(1), epochs=1, verbose=0)
+    first_step_s = time.perf_counter() - fit_started
+    model.fit(data.skip(1), epochs=1, verbose=0, callbacks=[Timer()])
+    steady = float(np.median(times))
+    row = {
+        "num_cells": FLAGS.num_cells, "channels": FLAGS.channels, "batch": FLAGS.batch,
+        "image": f"{FLAGS.image_size}x{FLAGS.image_size}x{FLAGS.image_channels}",
+        "method": FLAGS.method, "precision": FLAGS.precision, "xla": FLAGS.xla,
+        "trainable_tensors": len(model.trainable_weights), "params": int(model.count_params()),
+        "build_s": round(build_s, 2), "first_step_s": round(first_step_s, 2),
+        "steady_step_s": round(steady, 4), "images_per_s": round(FLAGS.batch / steady, 2),
+        "peak_rss_gb": round(_peak_rss_gb(), 2), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "tensorflow": tf.__version__, "keras": keras.__version__,
+    }
+    keys = ["num_cells", "channels", "batch", "image", "method", "precision", "xla", "build_s",
+            "first_step_s", "steady_step_s", "images_per_s", "peak_rss_gb"]
+    print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
+    print("| " + " | ".join(str(row[k]) for k in keys) + " |")
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.results)), exist_ok=True)
+    with open(FLAGS.results, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    app.run(main)
