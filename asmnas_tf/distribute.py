@@ -31,6 +31,11 @@ def _split_cpu(logical_cpus):
         ) from None
 
 
+# One MirroredStrategy per process: the collective ops of two strategies over
+# the same devices share instance keys and abort each other's all-reduces.
+_MIRRORED = {}
+
+
 @gin.configurable
 def make_strategy(kind="mirrored", logical_cpus=0):
     """`kind`: 'mirrored' (local devices) or 'default' (no distribution)."""
@@ -40,10 +45,8 @@ def make_strategy(kind="mirrored", logical_cpus=0):
         _split_cpu(logical_cpus)
     if kind == "default":
         return tf.distribute.get_strategy()
-    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
-    if gpus:
-        return tf.distribute.MirroredStrategy(gpus)
-    # On CPUs, reduce through one device instead of collective ops: collective
-    # instance keys collide when a process makes more than one strategy.
-    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
-    return tf.distribute.MirroredStrategy(cpus, cross_device_ops=tf.distribute.ReductionToOneDevice())
+    devices = tuple(d.name for d in tf.config.list_logical_devices("GPU"))
+    devices = devices or tuple(d.name for d in tf.config.list_logical_devices("CPU"))
+    if devices not in _MIRRORED:
+        _MIRRORED[devices] = tf.distribute.MirroredStrategy(list(devices))
+    return _MIRRORED[devices]

@@ -28,17 +28,13 @@ from asmnas_tf.drop_path import DropPath
 from asmnas_tf.eval_model import AUX_LOGITS, LOGITS, EvalModel
 from asmnas_tf.genotype import GenotypeError, read_genotype
 from asmnas_tf.named_genotypes import NAMES, named_genotype
-from asmnas_tf.ops import FactorizedReduce, Identity, ReLUConvBN, Zero, make_op
-from asmnas_tf.primitives import INTERMEDIATE_NODES, edge_name
+from asmnas_tf.ops import Identity, Zero, cell_preprocessing, make_op
+from asmnas_tf.primitives import INTERMEDIATE_NODES, cell_name, edge_name
 
 STEMS = ("cifar", "imagenet")
 # A named genotype is a (normal, reduce) pair, which fits any depth; this is
 # the depth it gets when none is asked for (the paper's evaluation, SPEC §6).
 DEFAULT_NAMED_CELLS = 15
-
-
-def cell_name(index):
-    return f"cell{index:02d}"
 
 
 def resolve_genotype(genotype, num_cells=None):
@@ -101,11 +97,7 @@ def _stem(inputs, channels, kind, stem_multiplier):
 def _cell(index, s0, s1, cell, channels, reduction_prev):
     """One evaluation cell from genotype cell `cell`."""
     name = cell_name(index)
-    if reduction_prev:
-        pre0 = FactorizedReduce(channels, affine=True, name=f"{name}_pre0")
-    else:
-        pre0 = ReLUConvBN(channels, affine=True, name=f"{name}_pre0")
-    pre1 = ReLUConvBN(channels, affine=True, name=f"{name}_pre1")
+    pre0, pre1 = cell_preprocessing(channels, True, reduction_prev, name)
     states = {0: pre0(s0), 1: pre1(s1)}
     for target in INTERMEDIATE_NODES:
         incoming = []

@@ -22,7 +22,7 @@ from asmnas_tf.primitives import PRIMITIVES
 
 _register = keras.saving.register_keras_serializable(package="asmnas_tf")
 
-MIXINGS = ("attention", "uniform")
+MIXINGS = ("attention", "uniform", "alpha")
 
 # BatchNorm slots of one edge, all over C channels (BN is affine=False in the
 # supernet, SPEC §2, so only moving statistics are stored).
@@ -54,7 +54,10 @@ class MixedEdge(keras.layers.Layer):
 
     `mixing="attention"`: a from the architecture self-attention module
     (eq. 4.3-4.5); `mixing="uniform"`: fixed a_k = 1/|O| (the plain supernet
-    of the timing benchmark). Returns `(mixed, coefficients [B, |O|])`.
+    of the timing benchmark); `mixing="alpha"`: a = softmax(alpha), DARTS's
+    eq. 3.1, from this edge's row of architecture parameters `alpha` [|O|]
+    passed to `call` (they live in `alphas.ArchitectureParameters`, shared
+    between cells or not). Returns `(mixed, coefficients [B, |O|])`.
     """
 
     def __init__(self, channels, stride=1, hidden_units=16, mixing="attention", **kwargs):
@@ -107,7 +110,12 @@ class MixedEdge(keras.layers.Layer):
         parts = ops.split(flat, list(itertools.accumulate(sizes))[:-1])
         return {name: ops.reshape(part, shape) for (name, shape, _), part in zip(self.pieces, parts)}
 
-    def call(self, x, training=None):
+    def call(self, x, alpha=None, training=None):
+        if (alpha is None) != (self.mixing != "alpha"):
+            raise ValueError(
+                f"Expected an alpha row exactly when mixing='alpha'. "
+                f"Received: mixing={self.mixing!r}, alpha={'None' if alpha is None else 'a tensor'}"
+            )
         w = self.unpack(ops.cast(self.kernel, self.compute_dtype))
         batch_stats = {}
 
@@ -143,26 +151,33 @@ class MixedEdge(keras.layers.Layer):
 
         if training:
             self._update_moving_stats(batch_stats)
+        batch = ops.shape(x)[0]
         if self.mixing == "attention":
             coeffs = attention.coefficients(attention.embed(ys), w)
+        elif self.mixing == "alpha":
+            # eq. 3.1: the same softmax(alpha) for every sample, so selection
+            # reads it per sample. In alpha's dtype: float32 variables even
+            # under mixed precision (`alphas.py`).
+            probabilities = ops.softmax(alpha, axis=-1)
+            coeffs = ops.broadcast_to(probabilities[None, :], (batch, len(PRIMITIVES)))
         else:
-            batch = ops.shape(x)[0]
             coeffs = ops.full((batch, len(PRIMITIVES)), 1.0 / len(PRIMITIVES), dtype="float32")
         return attention.weighted_sum(ys, coeffs), coeffs
 
     def _update_moving_stats(self, batch_stats):
-        means = [ops.cast(batch_stats[slot][0], "float32") for slot in self.bn_slots]
-        variances = [ops.cast(batch_stats[slot][1], "float32") for slot in self.bn_slots]
+        dtype = self.moving_mean.dtype  # float32, or float64 in a float64 layer
+        means = [ops.cast(batch_stats[slot][0], dtype) for slot in self.bn_slots]
+        variances = [ops.cast(batch_stats[slot][1], dtype) for slot in self.bn_slots]
         self.moving_mean.assign(op_math.moving_average(self.moving_mean, ops.stack(means)))
         self.moving_variance.assign(op_math.moving_average(self.moving_variance, ops.stack(variances)))
 
-    def compute_output_spec(self, x, training=None):
+    def compute_output_spec(self, x, alpha=None, training=None):
         out_shape = list(x.shape)
         if self.stride == 2:
             out_shape[1:3] = [None if d is None else -(-d // 2) for d in out_shape[1:3]]
         return (
             keras.KerasTensor(out_shape, dtype=self.compute_dtype),
-            keras.KerasTensor((x.shape[0], len(PRIMITIVES)), dtype="float32"),
+            keras.KerasTensor((x.shape[0], len(PRIMITIVES)), dtype="float32" if alpha is None else alpha.dtype),
         )
 
     def get_config(self):

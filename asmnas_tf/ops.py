@@ -237,3 +237,16 @@ def make_op(op_name, channels, stride, affine, pool_batch_norm=False, name=None)
     if op_name in ("dil_conv_3x3", "dil_conv_5x5"):
         return DilConv(channels, int(op_name[-1]), stride, 2, affine, name=name)
     raise ValueError(f"Expected an op in {PRIMITIVES}. Received: op_name={op_name!r}")
+
+
+def cell_preprocessing(channels, affine, reduction_prev, name):
+    """The layers that bring a cell's two inputs to `channels` (DARTS).
+
+    c_{k-1} through a 1x1 ReLU-Conv-BN; c_{k-2} the same, or through a
+    FactorizedReduce when the previous cell halved the resolution.
+    """
+    if reduction_prev:
+        pre0 = FactorizedReduce(channels, affine=affine, name=f"{name}_pre0")
+    else:
+        pre0 = ReLUConvBN(channels, affine=affine, name=f"{name}_pre0")
+    return pre0, ReLUConvBN(channels, affine=affine, name=f"{name}_pre1")

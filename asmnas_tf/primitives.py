@@ -40,3 +40,8 @@ def reduction_indices(num_cells):
 
 def edge_name(source, target):
     return f"edge{source}to{target}"
+
+
+def cell_name(index):
+    """Layer-name prefix of cell `index`: `cell04`."""
+    return f"cell{index:02d}"

@@ -6,6 +6,12 @@
 3. Selection on the second half (steps 6-13): mean coefficients, one rule.
 4. Write `attention.json` and `genotype.json` (atomically) in the run dir.
 
+`method`: 'asm' (the paper), or the DARTS baseline on the same supernet
+(`architect.py`): 'darts1' (first order) or 'darts2' (second order). DARTS
+trains alpha on the second half (augmented and shuffled like the first, as
+DARTS's search code does), one batch of each half per step; selection is
+the same as ASM's, on softmax(alpha). See gin/search/darts.gin.
+
 An interrupted run resumes from its last epoch checkpoint (Keras
 `BackupAndRestore`); a finished one is not run again.
 """
@@ -16,18 +22,21 @@ import time
 
 import gin
 import keras
-import numpy as np
 import tensorflow as tf
 
 from asmnas_tf import run_dir as rd
+from asmnas_tf.architect import DartsModel, architecture_optimizer, compile_darts
 from asmnas_tf.callbacks import LearningRateLogger, StepTimer
 from asmnas_tf.data import channel_stats, load_arrays, make_dataset, split_halves
 from asmnas_tf.distribute import make_strategy
 from asmnas_tf.genotype import read_genotype, write_genotype
 from asmnas_tf.optim import search_optimizer
+from asmnas_tf.plots import write_run_plots
 from asmnas_tf.search_model import compile_supernet
 from asmnas_tf.selection import mean_coefficients, select_genotype, write_attention
 from asmnas_tf.supernet import build_supernet
+
+METHODS = ("asm", "darts1", "darts2")
 
 
 def seed_everything(seed, deterministic):
@@ -44,6 +53,13 @@ def search_datasets(arrays, batch_size, selection_batch_size, seed):
     train = make_dataset(x_weights, y_weights, batch_size, training=True, mean=mean, std=std, seed=seed)
     select = make_dataset(x_select, y_select, selection_batch_size, training=False, mean=mean, std=std)
     return train, select, len(x_weights), len(x_select)
+
+
+def architecture_dataset(arrays, batch_size, seed):
+    """DARTS's alpha batches: the second half through the training pipeline."""
+    (x_weights, _), (x_select, y_select) = split_halves(arrays.x_train, arrays.y_train)
+    mean, std = channel_stats(x_weights)
+    return make_dataset(x_select, y_select, batch_size, training=True, mean=mean, std=std, seed=seed + 1)
 
 
 def _callbacks(model_dir, timer):
@@ -75,8 +91,8 @@ def run_search(
     if os.path.exists(genotype_path):
         print(f"Search already complete: {genotype_path}")
         return {"genotype": read_genotype(genotype_path), "resumed_complete": True}
-    if method != "asm":
-        raise ValueError(f"run_search.method={method!r}: only 'asm' is implemented")
+    if method not in METHODS:
+        raise ValueError(f"run_search.method={method!r} is not one of {', '.join(METHODS)}")
     strategy = make_strategy()  # first: it may split the CPU into logical devices
     seed_everything(seed, deterministic)
     arrays = load_arrays()
@@ -87,8 +103,16 @@ def run_search(
 
     started = time.perf_counter()
     with strategy.scope():
-        model = build_supernet(arrays.image_shape, arrays.num_classes)
-        compile_supernet(model, search_optimizer(total_steps=epochs * steps_per_epoch))
+        weight_optimizer = search_optimizer(total_steps=epochs * steps_per_epoch)
+        if method == "asm":
+            model = build_supernet(arrays.image_shape, arrays.num_classes)
+            if isinstance(model, DartsModel):
+                raise ValueError("build_supernet.mixing='alpha' is DARTS: set run_search.method to darts1 or darts2")
+            compile_supernet(model, weight_optimizer)
+        else:
+            model = build_supernet(arrays.image_shape, arrays.num_classes, mixing="alpha")
+            compile_darts(model, weight_optimizer, architecture_optimizer(), second_order=method == "darts2")
+            train = tf.data.Dataset.zip((train, architecture_dataset(arrays, batch_size, seed)))
     build_s = time.perf_counter() - started
     print(
         f"Supernet: {len(model.layers)} layers, {model.count_params():,} parameters, "
@@ -107,6 +131,7 @@ def run_search(
     source = {"method": method, "dataset": arrays.name, "seed": seed}
     genotype = select_genotype(mean_coeffs, rule, source)
     write_genotype(genotype_path, genotype)
+    plots = write_run_plots(model_dir)  # Fig. 4 heatmaps, Appendix A cell diagrams
     evaluation = model.evaluate(select, verbose=0, return_dict=True)
     summary = {
         "build_s": build_s,
@@ -116,7 +141,7 @@ def run_search(
     }
     rd.write_text_atomic(os.path.join(model_dir, rd.TIMING_FILE), json.dumps(summary, indent=1) + "\n")
     rd.write_text_atomic(os.path.join(model_dir, rd.OPERATIVE_CONFIG_FILE), gin.operative_config_str())
-    return {"genotype": genotype, "resumed_complete": False, **summary}
+    return {"genotype": genotype, "resumed_complete": False, "plots": plots, **summary}
 
 
 def describe(genotype):
@@ -128,6 +153,3 @@ def describe(genotype):
         lines.append(f"  cell {index:2d} [{kind}] " + ", ".join(kept))
     return "\n".join(lines)
 
-
-def mean_selection_weight(genotype):
-    return float(np.mean([e.weight for c in genotype.cells for e in c.edges if e.weight is not None]))

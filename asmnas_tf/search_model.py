@@ -38,6 +38,11 @@ class SupernetModel(keras.Model):
     def metrics(self):
         return [self.loss_tracker, self.accuracy_tracker, self.grad_norm_sq_tracker]
 
+    @property
+    def weight_variables(self):
+        """What the weight step trains: every trainable variable (DARTS leaves out alpha)."""
+        return self.trainable_variables
+
     def _update_metrics(self, y, logits, loss):
         self.loss_tracker.update_state(loss, sample_weight=ops.shape(logits)[0])
         self.accuracy_tracker.update_state(y, logits)
@@ -49,7 +54,7 @@ class SupernetModel(keras.Model):
             logits = self(x, training=True)[LOGITS]
             # Divided by the number of replicas inside (see grad_clip.unscale_loss).
             scaled_loss = self.cross_entropy(y, logits)
-        variables = self.trainable_variables
+        variables = self.weight_variables
         gradients, norm_sq = clip_by_global_norm(tape.gradient(scaled_loss, variables), self.clipnorm)
         self.grad_norm_sq_tracker.update_state(norm_sq)
         self.optimizer.apply_gradients(zip(gradients, variables))
@@ -72,5 +77,5 @@ def compile_supernet(model, optimizer):
     train step once instead of twice (Keras creates them lazily in the trace).
     """
     model.compile(optimizer=optimizer)
-    optimizer.build(model.trainable_variables)
+    optimizer.build(model.weight_variables)
     return model

@@ -7,6 +7,10 @@ at the reduction cells `reduction_indices(L)`. Every edge of every cell has
 its own attention module: no sharing, so all L cells can differ.
 
 Layer names say where a weight lives: `cell04_edge1to3`, `cell04_pre0`.
+
+With `mixing="alpha"` the same supernet is DARTS's (paper eq. 3.1): the edges
+mix by softmax(alpha), the alphas live in one `ArchitectureParameters` layer
+named `architecture`, and the model is a `DartsModel` (bi-level step).
 """
 
 import gin
@@ -14,14 +18,12 @@ import keras
 from keras import ops
 
 from asmnas_tf import op_math
+from asmnas_tf.alphas import ArchitectureParameters
+from asmnas_tf.architect import ARCHITECTURE, DartsModel
 from asmnas_tf.mixed_edge import MixedEdge
-from asmnas_tf.ops import FactorizedReduce, ReLUConvBN
-from asmnas_tf.primitives import EDGES, INTERMEDIATE_NODES, edge_name, reduction_indices
+from asmnas_tf.ops import cell_preprocessing
+from asmnas_tf.primitives import EDGES, INTERMEDIATE_NODES, cell_name, edge_name, reduction_indices
 from asmnas_tf.search_model import COEFFICIENTS, LOGITS, SupernetModel
-
-
-def cell_name(index):
-    return f"cell{index:02d}"
 
 
 def _stem(inputs, channels):
@@ -40,26 +42,28 @@ def _stem(inputs, channels):
     return bn(conv(inputs))
 
 
-def _cell(index, s0, s1, channels, reduction, reduction_prev, hidden_units, mixing):
-    """One search cell; returns (output, coefficients [B, 14, |O|])."""
+def _cell(index, s0, s1, channels, reduction, reduction_prev, hidden_units, mixing, alpha=None):
+    """One search cell; returns (output, coefficients [B, 14, |O|]).
+
+    `alpha`: this cell's architecture parameters [14, |O|] when mixing="alpha".
+    """
     name = cell_name(index)
-    if reduction_prev:
-        pre0 = FactorizedReduce(channels, affine=False, name=f"{name}_pre0")
-    else:
-        pre0 = ReLUConvBN(channels, affine=False, name=f"{name}_pre0")
-    pre1 = ReLUConvBN(channels, affine=False, name=f"{name}_pre1")
+    pre0, pre1 = cell_preprocessing(channels, False, reduction_prev, name)
     states = [pre0(s0), pre1(s1)]
     coefficients = []
     for target in INTERMEDIATE_NODES:
         incoming = []
-        for source, edge_target in EDGES:
+        for edge_index, (source, edge_target) in enumerate(EDGES):
             if edge_target != target:
                 continue
             stride = 2 if reduction and source < 2 else 1
             edge = MixedEdge(
                 channels, stride, hidden_units, mixing, name=f"{name}_{edge_name(source, target)}"
             )
-            mixed, coeffs = edge(states[source])
+            if alpha is None:
+                mixed, coeffs = edge(states[source])
+            else:
+                mixed, coeffs = edge(states[source], alpha[edge_index])
             incoming.append(mixed)
             coefficients.append(coeffs)
         # eq. 3.2: a node sums its incoming mixed edges.
@@ -78,6 +82,7 @@ def build_supernet(
     attention_hidden_units=16,
     stem_multiplier=3,
     mixing="attention",
+    alpha_sharing="darts",
     clipnorm=5.0,
     name="asm_supernet",
 ):
@@ -86,6 +91,10 @@ def build_supernet(
     Outputs `{"logits": [B, classes], "coefficients": [B, L, 14, |O|]}`: the
     attention coefficients of every edge, read by selection (Algorithm 1,
     steps 6-13) from the trained model itself.
+
+    `mixing`: 'attention' (ASM-NAS), 'uniform' (fixed 1/|O|), or 'alpha'
+    (DARTS, eq. 3.1: a `DartsModel` whose coefficients are softmax(alpha) for
+    every sample; `alpha_sharing` 'darts' or 'per_cell', see `alphas.py`).
     """
     if num_cells < 1 or channels < 2 or channels % 2:
         raise ValueError(
@@ -95,6 +104,9 @@ def build_supernet(
     reductions = reduction_indices(num_cells)
     inputs = keras.Input(shape=tuple(input_shape), name="images")
     s0 = s1 = _stem(inputs, stem_multiplier * channels)
+    alphas = None
+    if mixing == "alpha":
+        alphas = ArchitectureParameters(num_cells, alpha_sharing, name=ARCHITECTURE)(inputs)
 
     cell_channels = channels
     reduction_prev = False
@@ -104,7 +116,8 @@ def build_supernet(
         if reduction:
             cell_channels *= 2
         output, coefficients = _cell(
-            index, s0, s1, cell_channels, reduction, reduction_prev, attention_hidden_units, mixing
+            index, s0, s1, cell_channels, reduction, reduction_prev, attention_hidden_units, mixing,
+            None if alphas is None else alphas[index],
         )
         all_coefficients.append(coefficients)
         s0, s1 = s1, output
@@ -119,7 +132,8 @@ def build_supernet(
         name="classifier",
     )(pooled)
     coefficients = ops.stack(all_coefficients, axis=1)
-    return SupernetModel(
+    model_class = DartsModel if mixing == "alpha" else SupernetModel
+    return model_class(
         inputs=inputs,
         outputs={LOGITS: logits, COEFFICIENTS: coefficients},
         clipnorm=clipnorm,

@@ -56,6 +56,8 @@ def test_search_writes_a_valid_genotype_and_is_reproducible(tmp_path):
     assert len(history) == 2  # header + 1 epoch
     assert "build_supernet.num_cells = 2" in (first / "operative_config.gin").read_text()
     assert os.listdir(first / "tensorboard")
+    assert sorted(os.listdir(first / "plots" / "cells")) == ["cell00.png", "cell01.png"]
+    assert (first / "plots" / "attention.png").stat().st_size > 10_000
     timing = json.loads((first / "timing.json").read_text())
     assert timing["first_step_s"] > 0 and timing["steps_timed"] == 7  # 8 steps, the first apart
 

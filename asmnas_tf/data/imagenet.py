@@ -20,7 +20,7 @@ import gin
 import numpy as np
 import tensorflow as tf
 
-from asmnas_tf.data.sources import DataError, _describe_tfds_dir
+from asmnas_tf.data.sources import prepared_builder, tfds_split
 
 NAME = "imagenet2012"
 NUM_CLASSES = 1000
@@ -132,18 +132,12 @@ def imagenet_datasets(batch_size, eval_batch_size, seed=None, data_dir=None, ima
     """Train ('train') and eval ('validation') pipelines of a prepared TFDS imagenet2012."""
     import tensorflow_datasets as tfds  # Slow to import; only needed here.
 
-    builder = tfds.builder(NAME, data_dir=data_dir)
-    if not builder.is_prepared():
-        raise DataError(
-            f"{NAME} is not prepared in {_describe_tfds_dir(data_dir)} (looked for "
-            f"{builder.data_dir}); nothing is downloaded here: put ILSVRC2012_img_train.tar and "
-            f"ILSVRC2012_img_val.tar in <data_dir>/downloads/manual and run "
-            f"`tfds build {NAME} --data_dir <data_dir>`, then bind imagenet_datasets.data_dir.")
+    builder = prepared_builder(
+        NAME, data_dir,
+        f"put ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in <data_dir>/downloads/manual "
+        f"and run `tfds build {NAME} --data_dir <data_dir>`, then bind imagenet_datasets.data_dir")
 
-    def split(base, n):
-        return base if n is None else f"{base}[:{n}]"
-
-    splits = [split("train", train_subset), split("validation", validation_subset)]
+    splits = [tfds_split("train", train_subset), tfds_split("validation", validation_subset)]
     train, test = (
         builder.as_dataset(split=s, shuffle_files=s.startswith("train"), as_supervised=True,
                            decoders={"image": tfds.decode.SkipDecoding()})

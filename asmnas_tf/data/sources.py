@@ -225,6 +225,23 @@ def _describe_tfds_dir(data_dir):
     return f"the default tfds data_dir {os.path.expanduser(default)}"
 
 
+def prepared_builder(name, data_dir, how_to_prepare):
+    """The TFDS builder of a dataset prepared in `data_dir`; never downloads."""
+    import tensorflow_datasets as tfds  # Slow to import; only needed here.
+
+    builder = tfds.builder(name, data_dir=data_dir)
+    if not builder.is_prepared():
+        raise DataError(
+            f"{name} is not prepared in {_describe_tfds_dir(data_dir)} (looked for "
+            f"{builder.data_dir}); nothing is downloaded here: {how_to_prepare}.")
+    return builder
+
+
+def tfds_split(base, n):
+    """TFDS split slicing: the first n examples of `base`, or all of it."""
+    return base if n is None else f"{base}[:{n}]"
+
+
 def load_tfds(name, data_dir=None, train_subset=None, test_subset=None) -> ImageArrays:
     """Reads a prepared TFDS dataset (`name` in fashion_mnist/cifar10/cifar100).
 
@@ -233,20 +250,13 @@ def load_tfds(name, data_dir=None, train_subset=None, test_subset=None) -> Image
     """
     import tensorflow_datasets as tfds  # Slow to import; only needed here.
 
-    builder = tfds.builder(name, data_dir=data_dir)
-    if not builder.is_prepared():
-        raise DataError(
-            f"{name} is not prepared in {_describe_tfds_dir(data_dir)} (looked "
-            f"for {builder.data_dir}); nothing is downloaded here: run "
-            f"`tfds build {name} --data_dir DIR` on a machine with network "
-            f"and copy DIR/{name}/ into that tfds data_dir.")
-
-    def split(base, n):
-        return base if n is None else f"{base}[:{n}]"
-
+    builder = prepared_builder(
+        name, data_dir,
+        f"run `tfds build {name} --data_dir DIR` on a machine with network and copy "
+        f"DIR/{name}/ into that tfds data_dir")
     try:
         train, test = builder.as_dataset(
-            split=[split("train", train_subset), split("test", test_subset)],
+            split=[tfds_split("train", train_subset), tfds_split("test", test_subset)],
             batch_size=-1, as_supervised=True)
     except Exception as e:  # Corrupt records; keep the message to one line.
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Supernet start-up and speed: build, first step, steady step, memory.
+"""Start-up and speed of a training step: build, first step, steady step, memory.
 
 One configuration per run (a fresh process, so that the first step really
 includes tracing and graph optimisation). Prints a Markdown table row and
-appends a JSON line to --results.
+appends a JSON line to --results. `--network=supernet` (the search network,
+`--method` asm or uniform mixing) or `--network=eval` (the evaluation
+network of `--genotype`, auxiliary head on).
 
-  .venv/bin/python bench/supernet_bench.py --num_cells=15 --channels=16 --batch=16
+  .venv/bin/python bench/step_bench.py --num_cells=15 --channels=16 --batch=16
+  .venv/bin/python bench/step_bench.py --network=eval --num_cells=15 --channels=36 --batch=64
 """
 
 import json
@@ -26,6 +29,8 @@ flags.DEFINE_integer("batch", 16, "global batch")
 flags.DEFINE_integer("image_size", 32, "H = W")
 flags.DEFINE_integer("image_channels", 3, "input channels")
 flags.DEFINE_integer("classes", 10, "classes")
+flags.DEFINE_enum("network", "supernet", ["supernet", "eval"], "which network trains")
+flags.DEFINE_string("genotype", "DARTS_V2", "eval network: genotype.json path or named genotype")
 flags.DEFINE_enum("method", "asm", ["asm", "uniform"], "mixing of the edges")
 flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"], "Keras dtype policy")
 flags.DEFINE_bool("xla", False, "jit_compile the train step")
@@ -44,6 +49,8 @@ def main(argv):
     import numpy as np
     import tensorflow as tf
 
+    from asmnas_tf.eval_model import compile_eval_model
+    from asmnas_tf.eval_net import build_eval_net, resolve_genotype
     from asmnas_tf.optim import search_optimizer
     from asmnas_tf.search_model import compile_supernet
     from asmnas_tf.supernet import build_supernet
@@ -52,9 +59,14 @@ def main(argv):
     keras.utils.set_random_seed(0)
     shape = (FLAGS.image_size, FLAGS.image_size, FLAGS.image_channels)
     started = time.perf_counter()
-    model = build_supernet(shape, FLAGS.classes, num_cells=FLAGS.num_cells, channels=FLAGS.channels,
-                           mixing="attention" if FLAGS.method == "asm" else "uniform")
-    compile_supernet(model, search_optimizer(total_steps=1000))
+    if FLAGS.network == "supernet":
+        model = build_supernet(shape, FLAGS.classes, num_cells=FLAGS.num_cells, channels=FLAGS.channels,
+                               mixing="attention" if FLAGS.method == "asm" else "uniform")
+        compile_supernet(model, search_optimizer(total_steps=1000))
+    else:
+        genotype = resolve_genotype(FLAGS.genotype, FLAGS.num_cells)
+        model = build_eval_net(genotype, shape, FLAGS.classes, channels=FLAGS.channels)
+        compile_eval_model(model, search_optimizer(total_steps=1000))
     model.jit_compile = FLAGS.xla
     build_s = time.perf_counter() - started
 
@@ -78,6 +90,7 @@ def main(argv):
     model.fit(data.skip(1), epochs=1, verbose=0, callbacks=[Timer()])
     steady = float(np.median(times))
     row = {
+        "network": FLAGS.network if FLAGS.network == "supernet" else f"eval:{FLAGS.genotype}",
         "num_cells": FLAGS.num_cells, "channels": FLAGS.channels, "batch": FLAGS.batch,
         "image": f"{FLAGS.image_size}x{FLAGS.image_size}x{FLAGS.image_channels}",
         "method": FLAGS.method, "precision": FLAGS.precision, "xla": FLAGS.xla,
@@ -87,7 +100,7 @@ def main(argv):
         "peak_rss_gb": round(_peak_rss_gb(), 2), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "tensorflow": tf.__version__, "keras": keras.__version__,
     }
-    keys = ["num_cells", "channels", "batch", "image", "method", "precision", "xla", "build_s",
+    keys = ["network", "num_cells", "channels", "batch", "image", "method", "precision", "xla", "build_s",
             "first_step_s", "steady_step_s", "images_per_s", "peak_rss_gb"]
     print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
     print("| " + " | ".join(str(row[k]) for k in keys) + " |")

@@ -1,0 +1,262 @@
+"""The DARTS baseline (paper §3, eq. 3.1 and 3.4) on ASM-NAS's supernet.
+
+softmax(alpha) mixing, the second-order architecture gradient against an
+exact double-backward reference, the first-order Adam step, tiny searches
+(both orders, both alpha sharings) and `run_search(method='darts2')`.
+"""
+
+import json
+
+import gin
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from asmnas_tf import cli, op_math, search
+from asmnas_tf.alphas import ArchitectureParameters
+from asmnas_tf.architect import ARCHITECTURE, CoupledAdam, DartsModel, compile_darts
+from asmnas_tf.distribute import make_strategy
+from asmnas_tf.genotype import read_genotype
+from asmnas_tf.mixed_edge import MixedEdge
+from asmnas_tf.optim import CoupledSGD
+from asmnas_tf.primitives import PRIMITIVES
+from asmnas_tf.selection import mean_coefficients, select_genotype
+from asmnas_tf.supernet import build_supernet
+from test_mixed_edge import C, _reference, _reference_weights
+from test_search_training import _learnable_images
+
+
+def _softmax(a):
+    e = np.exp(a - a.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_alpha_mixing_is_the_softmax_weighted_sum_of_the_reference_ops(stride):
+    x = tf.constant(np.random.default_rng(0).normal(size=(3, 7, 7, C)).astype("float32"))
+    alpha = np.random.default_rng(1).normal(size=len(PRIMITIVES)).astype("float32")
+    candidates, attention = _reference(stride, 8)
+    attention([op(x, training=False) for op in candidates.values()])
+    edge = MixedEdge(C, stride, mixing="alpha")
+    edge(x, tf.constant(alpha))
+    ref_w = _reference_weights(candidates, attention, stride)
+    edge.kernel.assign(np.concatenate([np.asarray(ref_w[name]).ravel() for name, _, _ in edge.pieces]))
+
+    mixed, coeffs = edge(x, tf.constant(alpha), training=True)
+    weights = _softmax(alpha.astype("float64"))
+    expected = sum(weights[k] * np.asarray(candidates[name](x, training=True), "float64")
+                   for k, name in enumerate(PRIMITIVES) if name != "zero")
+    np.testing.assert_allclose(np.asarray(coeffs), np.tile(weights, (3, 1)), atol=1e-7)
+    np.testing.assert_allclose(np.asarray(mixed), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="alpha row"):
+        edge(x)
+
+
+def _tiny_darts(num_cells=1, sharing="per_cell", second_order=True, lr=0.1, momentum=0.9, l2=3e-4, seed=0):
+    keras.utils.set_random_seed(seed)
+    model = build_supernet((8, 8, 1), 4, num_cells=num_cells, channels=4, mixing="alpha", alpha_sharing=sharing)
+    compile_darts(model, CoupledSGD(learning_rate=lr, momentum=momentum, l2=l2), CoupledAdam(), second_order)
+    return model
+
+
+def _batches(n=8, seed=0):
+    x, y = _learnable_images(2 * n, seed=seed)
+    return tf.constant(x[:n]), tf.constant(y[:n]), tf.constant(x[n:]), tf.constant(y[n:])
+
+
+def _snapshot(variables):
+    return [np.array(v) for v in variables]
+
+
+def _exact_batch_moments(x):
+    """Batch moments whose second derivatives are exact.
+
+    tf.nn.moments (behind keras.ops.moments) stops the gradient of the mean
+    inside the variance: first derivatives are right, but a double backward
+    misses the mean's dependence, 2% off here. The forward values are the same.
+    """
+    mean = keras.ops.mean(x, axis=[0, 1, 2])
+    return mean, keras.ops.mean(keras.ops.square(x - mean), axis=[0, 1, 2])
+
+
+def _float64_darts_model(xi, momentum, l2, hvp_radius):
+    """Two mixed edges (stride 1, then 2) on alpha rows, pooled, classified: float64."""
+    keras.utils.set_random_seed(0)
+    d = "float64"
+    images = keras.Input((8, 8, C), dtype=d)
+    alpha = ArchitectureParameters(1, "per_cell", dtype=d, name=ARCHITECTURE)(images)
+    h, c1 = MixedEdge(C, 1, mixing="alpha", dtype=d)(images, alpha[0, 0])
+    h, c2 = MixedEdge(C, 2, mixing="alpha", dtype=d)(h, alpha[0, 1])
+    logits = keras.layers.Dense(4, dtype=d)(keras.layers.GlobalAveragePooling2D(dtype=d)(h))
+    model = DartsModel(inputs=images, outputs={"logits": logits, "coefficients": keras.ops.stack([c1, c2], 1)})
+    model.cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype=d)
+    compile_darts(model, CoupledSGD(learning_rate=xi, momentum=momentum, l2=l2), CoupledAdam(), True, hvp_radius)
+    return model
+
+
+def test_second_order_gradient_matches_exact_double_backward(monkeypatch):
+    monkeypatch.setattr(op_math, "batch_moments", _exact_batch_moments)
+    xi, momentum, l2 = 0.5, 0.9, 3e-4
+    model = _float64_darts_model(xi, momentum, l2, hvp_radius=1e-5)
+    rng = np.random.default_rng(3)
+    x, y = _learnable_images(16)
+    x = np.tile(x, (1, 1, 1, C)) + rng.normal(size=(16, 8, 8, C))
+    x_train, y_train, x_val, y_val = tf.constant(x[:8]), tf.constant(y[:8]), tf.constant(x[8:]), tf.constant(y[8:])
+    # A non-zero momentum buffer, so the virtual step's mu * buf term is tested too.
+    buffers = [rng.normal(scale=0.1, size=v.shape) for v in model.weight_variables]
+    for v, b in zip(model.weight_variables, buffers):
+        model.optimizer.momentums[model.optimizer._get_variable_index(v)].assign(b)
+    alpha_var = model.architecture_variables[0]
+    alpha_var.assign(rng.normal(size=alpha_var.shape))  # a non-trivial softmax
+
+    # Exact reference: d/d alpha L_val(w - xi (mu buf + grad_w L_train(w, alpha) + wd w), alpha),
+    # by differentiating through the inner gradient (nested tapes).
+    def loss(weights, alpha, x, y):
+        it = iter(weights)
+        values = [alpha if v is alpha_var else next(it) for v in model.trainable_variables]
+        out, _ = model.stateless_call(values, list(model.non_trainable_variables), x, training=True)
+        return model.cross_entropy(y, out["logits"])
+
+    w = [tf.convert_to_tensor(v) for v in model.weight_variables]
+    a = tf.convert_to_tensor(alpha_var)
+    with tf.GradientTape() as outer:
+        outer.watch(a)
+        with tf.GradientTape() as inner:
+            inner.watch(w)
+            train_loss = loss(w, a, x_train, y_train)
+        g = inner.gradient(train_loss, w)
+        unrolled = [wi - xi * (momentum * b + gi + l2 * wi) for wi, b, gi in zip(w, buffers, g)]
+        val_loss = loss(unrolled, a, x_val, y_val)
+    exact = outer.gradient(val_loss, a).numpy()
+    with tf.GradientTape() as tape:  # alpha's direct effect at w' alone (first-order part)
+        tape.watch(a)
+        direct = tape.gradient(loss([tf.stop_gradient(u) for u in unrolled], a, x_val, y_val), a).numpy()
+
+    def errors():
+        (ours,), ours_val_loss = model.architecture_gradients(x_train, y_train, x_val, y_val)
+        assert abs(float(ours_val_loss) - float(val_loss)) < 1e-8
+        ours = ours.numpy()
+        whole = np.linalg.norm(ours - exact) / np.linalg.norm(exact)
+        correction = np.linalg.norm(ours - exact) / np.linalg.norm(exact - direct)  # of the -xi H v term
+        return whole, correction
+
+    whole, correction = errors()
+    model.hvp_radius = 0.01
+    darts_whole, darts_correction = errors()
+    print(f"\nsecond-order grad_alpha vs exact double backward (float64): relative error {whole:.1e} "
+          f"(of the -xi*H*v term: {correction:.1e}; it is {np.linalg.norm(exact - direct) / np.linalg.norm(exact):.0%} "
+          f"of the gradient) at radius eps*||v|| = 1e-5; at DARTS's 0.01: {darts_whole:.1e} ({darts_correction:.1e})")
+    assert np.linalg.norm(exact - direct) > 0.1 * np.linalg.norm(exact)  # the correction matters here
+    assert whole < 1e-6 and correction < 1e-6
+
+    # The architecture step changes alpha and nothing else (no restore needed: stateless).
+    weights_before = _snapshot(model.weight_variables + model.non_trainable_variables)
+    alpha_before = np.array(alpha_var)
+    model.architecture_step(x_train, y_train, x_val, y_val)
+    for before, after in zip(weights_before, model.weight_variables + model.non_trainable_variables):
+        np.testing.assert_array_equal(np.asarray(after), before)
+    assert np.abs(np.asarray(alpha_var) - alpha_before).max() > 1e-5
+
+
+def test_first_order_alpha_update_is_torch_adam_on_the_validation_gradient():
+    lr, b1, b2, eps, l2 = 3e-4, 0.5, 0.999, 1e-8, 1e-3
+    model = _tiny_darts(num_cells=4, sharing="darts", second_order=False)
+    x_train, y_train, x_val, y_val = _batches(seed=1)
+    alphas = model.architecture_variables
+    assert [v.name for v in alphas] == ["alpha_normal", "alpha_reduce"]
+    with tf.GradientTape() as tape:
+        val_loss = model.cross_entropy(y_val, model(x_val, training=True)["logits"])
+    grads = [g.numpy().astype("float64") for g in tape.gradient(val_loss, alphas)]
+    before = [np.array(v, "float64") for v in alphas]
+    weights_before = _snapshot(model.weight_variables)
+
+    model.architecture_step(x_train, y_train, x_val, y_val)
+    for g, a0, var in zip(grads, before, alphas):
+        g = g + l2 * a0  # coupled L2, then torch.optim.Adam's first step
+        m, v = (1 - b1) * g, (1 - b2) * g ** 2
+        expected = a0 - lr / (1 - b1) * m / (np.sqrt(v) / np.sqrt(1 - b2) + eps)
+        np.testing.assert_allclose(np.asarray(var), expected, rtol=0, atol=1e-9)
+        assert np.abs(np.asarray(var) - a0).max() > 1e-4  # both alphas moved (~lr per entry)
+    for before_w, var in zip(weights_before, model.weight_variables):
+        np.testing.assert_array_equal(np.asarray(var), before_w)
+
+
+def test_shared_alphas_select_the_same_normal_and_reduction_cells():
+    model = _tiny_darts(num_cells=4, sharing="darts", second_order=False)
+    rng = np.random.default_rng(4)
+    for var in model.architecture_variables:
+        var.assign(rng.normal(size=var.shape).astype("float32"))
+    x, _ = _learnable_images(6)
+    mean, n = mean_coefficients(model, tf.data.Dataset.from_tensor_slices(x).batch(4))
+    assert n == 6 and mean.shape == (4, 14, 8)
+    normal, reduce = (_softmax(np.asarray(v, "float64")) for v in model.architecture_variables)
+    np.testing.assert_allclose(mean[[0, 3]], [normal, normal], atol=1e-6)  # cells 1, 2 reduce
+    np.testing.assert_allclose(mean[[1, 2]], [reduce, reduce], atol=1e-6)
+    for rule in ("argmax", "top2"):
+        genotype = select_genotype(mean, rule, {"method": "darts1"})
+        cells = genotype.cells
+        assert [c.reduction for c in cells] == [False, True, True, False]
+        assert cells[0].edges == cells[3].edges and cells[1].edges == cells[2].edges
+        assert cells[0].edges != cells[1].edges
+        assert len(cells[0].edges) == (14 if rule == "argmax" else 8)
+    argmax_cell = select_genotype(mean, "argmax").cells[0]
+    assert [e.op for e in argmax_cell.edges] == [PRIMITIVES[k] for k in np.argmax(normal, axis=1)]
+
+
+@pytest.mark.parametrize("method", ["darts1", "darts2"])
+def test_tiny_darts_search_trains_under_two_replicas(method):
+    strategy = make_strategy("mirrored")  # conftest: two logical CPUs
+    assert strategy.num_replicas_in_sync == 2
+    keras.utils.set_random_seed(0)
+    x, y = _learnable_images(128)
+    half = tf.data.Dataset.from_tensor_slices((x[:64], y[:64])).shuffle(64, seed=0).batch(16)
+    other = tf.data.Dataset.from_tensor_slices((x[64:], y[64:])).shuffle(64, seed=1).batch(16)
+    with strategy.scope():
+        model = build_supernet((8, 8, 1), 4, num_cells=2, channels=4, mixing="alpha", alpha_sharing="per_cell")
+        compile_darts(model, CoupledSGD(learning_rate=0.05), CoupledAdam(learning_rate=3e-3), method == "darts2")
+    assert isinstance(model, DartsModel)
+    alpha_before = np.array(model.architecture_variables[0])
+    history = model.fit(tf.data.Dataset.zip((half, other)), epochs=4, verbose=0).history
+    print(f"\n{method} loss per epoch:", np.round(history["loss"], 3), "arch_loss:", np.round(history["arch_loss"], 3))
+    assert history["loss"][-1] < 0.8 * history["loss"][0]
+    assert history["arch_loss"][-1] < history["arch_loss"][0]
+    assert all(np.isfinite(history["grad_norm_sq"]))
+    alpha = np.asarray(model.architecture_variables[0])
+    assert np.abs(alpha - alpha_before).max() > 1e-3  # 16 Adam steps at 3e-3
+
+    mean, _ = mean_coefficients(model, tf.data.Dataset.from_tensor_slices(x[64:]).batch(32))
+    np.testing.assert_allclose(mean, _softmax(alpha.astype("float64")), atol=1e-6)
+    genotype = select_genotype(mean, "argmax", {"method": method})
+    assert len(genotype.cells) == 2 and all(len(c.edges) == 14 for c in genotype.cells)
+    assert genotype.cells[0].edges != genotype.cells[1].edges  # per-cell alphas: cells differ
+
+
+def test_run_search_darts2_end_to_end(tmp_path):
+    x, y = _learnable_images(64)
+    images = np.clip(x * 60 + 100, 0, 255).astype(np.uint8)
+    path = tmp_path / "tiny.npz"
+    np.savez(path, x_train=images, y_train=y, x_test=images[:8], y_test=y[:8])
+    model_dir = str(tmp_path / "run")
+    cli.parse_gin(["search/base.gin", "search/darts.gin"], [
+        "load_arrays.dataset = 'npz'",
+        f"load_arrays.path = '{path}'",
+        "build_supernet.num_cells = 2",
+        "build_supernet.channels = 4",
+        "build_supernet.alpha_sharing = 'per_cell'",
+        "run_search.batch_size = 16",
+        "run_search.epochs = 1",
+        "run_search.verbose = 0",
+    ])
+    try:
+        result = search.run_search(model_dir)
+    finally:
+        gin.clear_config()
+    genotype = read_genotype(f"{model_dir}/genotype.json", num_cells=2)
+    assert genotype.source == {"method": "darts2", "dataset": "tiny", "seed": 0, "rule": "argmax"}
+    assert all(len(c.edges) == 14 for c in genotype.cells)
+    attention = json.loads((tmp_path / "run" / "attention.json").read_text())
+    assert attention["num_samples"] == 32
+    history = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    assert "arch_loss" in history[0] and len(history) == 2
+    assert result["steady_step_s"] > 0  # 2 steps of 16 (two halves of 32)
