@@ -122,7 +122,8 @@ def load_trained_model(model_dir):
             f"--model_dir={model_dir} holds no trained model ({MODEL_FILE} is missing); "
             f"train it first with bin/train --model_dir={model_dir}"
         )
-    return keras.saving.load_model(path, safe_mode=True)
+    # compile=False: serving needs no optimizer (and no custom optimizer class).
+    return keras.saving.load_model(path, compile=False, safe_mode=True)
 
 
 def export_saved_model(model_dir, model=None):

@@ -95,7 +95,7 @@ def plot_attention_heatmaps(mean_coeffs, path, title=None, reductions=None):
     fig = Figure(figsize=heatmap_figsize(num_cells), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     grid = fig.subplots(rows, cols, squeeze=False)
-    vmax = max(float(coeffs.max()), 1e-12)
+    limits = _colour_limits(coeffs)
     marks, image, panels = [], None, []
     for index, ax in enumerate(grid.flat):
         if index >= num_cells:
@@ -104,7 +104,7 @@ def plot_attention_heatmaps(mean_coeffs, path, title=None, reductions=None):
         row, col = divmod(index, cols)
         # Op names under the lowest panel of each column only.
         lowest = index + cols >= num_cells
-        image, cell_marks = _draw_panel(ax, coeffs[index], vmax, col == 0, lowest, False)
+        image, cell_marks = _draw_panel(ax, coeffs[index], limits, col == 0, lowest, False)
         kind = "reduction" if index in reductions else "normal"
         ax.set_title(f"cell {index} ({kind})", fontsize=10,
                      fontweight="bold" if index in reductions else "normal")
@@ -123,7 +123,7 @@ def plot_cell_heatmap(cell_coeffs, path, title=None):
     fig = Figure(figsize=(5.0, 6.4), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
-    image, cell_marks = _draw_panel(ax, coeffs, max(float(coeffs.max()), 1e-12), True, True, True)
+    image, cell_marks = _draw_panel(ax, coeffs, _colour_limits(coeffs), True, True, True)
     fig.colorbar(image, ax=ax, shrink=0.8).set_label("coefficient")
     ax.set_title(title or "Attention coefficients (argmax outlined)", fontsize=11)
     size = _save_figure(fig, path)
@@ -131,8 +131,16 @@ def plot_cell_heatmap(cell_coeffs, path, title=None):
     return HeatmapPlot(os.fspath(path), 1, len(fig.axes), size, marks)
 
 
-def _draw_panel(ax, coeffs, vmax, row_labels, col_labels, annotate):
-    image = ax.imshow(coeffs, cmap="viridis", vmin=0.0, vmax=vmax, aspect="auto",
+def _colour_limits(coeffs):
+    """The data's own range: early in a search the coefficients differ only
+    around 1/|O| = 0.125, and a 0-to-max scale would paint them all alike."""
+    low, high = float(coeffs.min()), float(coeffs.max())
+    return low, max(high, low + 1e-12)
+
+
+def _draw_panel(ax, coeffs, limits, row_labels, col_labels, annotate):
+    vmin, vmax = limits
+    image = ax.imshow(coeffs, cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto",
                       interpolation="nearest")
     ax.set_yticks(range(len(EDGES)), EDGE_LABELS if row_labels else [], fontsize=7)
     ax.set_xticks(range(len(PRIMITIVES)), PRIMITIVES if col_labels else [],
@@ -148,7 +156,7 @@ def _draw_panel(ax, coeffs, vmax, row_labels, col_labels, annotate):
                                edgecolor=_MARK_COLOR, linewidth=1.6))
         if annotate:
             for k, value in enumerate(row):
-                light = value < 0.55 * vmax  # white on viridis' dark end
+                light = value < vmin + 0.55 * (vmax - vmin)  # white on viridis' dark end
                 ax.text(k, edge, f"{value:.2f}", ha="center", va="center", fontsize=6,
                         color="white" if light else "black")
     return image, marks

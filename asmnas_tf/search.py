@@ -74,7 +74,7 @@ def _callbacks(model_dir, timer):
     ]
 
 
-@gin.configurable(denylist=["model_dir"])
+@gin.configurable(denylist=["model_dir", "extra_callbacks"])
 def run_search(
     model_dir,
     method="asm",
@@ -85,6 +85,7 @@ def run_search(
     seed=0,
     deterministic=False,
     verbose="auto",
+    extra_callbacks=(),
 ):
     """Search on the dataset of `load_arrays`; returns a summary dict."""
     genotype_path = os.path.join(model_dir, rd.GENOTYPE_FILE)
@@ -123,7 +124,8 @@ def run_search(
 
     timer = StepTimer(os.path.join(model_dir, rd.TIMING_FILE))
     # shuffle=False: the tf.data pipeline shuffles (Keras would only warn).
-    model.fit(train, epochs=epochs, callbacks=_callbacks(model_dir, timer), verbose=verbose, shuffle=False)
+    callbacks = _callbacks(model_dir, timer) + list(extra_callbacks)
+    model.fit(train, epochs=epochs, callbacks=callbacks, verbose=verbose, shuffle=False)
 
     # Selection (Algorithm 1, steps 6-13): frozen weights, inference mode.
     mean_coeffs, num_samples = mean_coefficients(model, select)

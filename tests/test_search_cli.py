@@ -5,8 +5,11 @@ import os
 import subprocess
 import sys
 
+import gin
+import keras
 import pytest
 
+from asmnas_tf import search
 from asmnas_tf.genotype import read_genotype
 from conftest import FASHION_MNIST_DIR, REPO_ROOT
 
@@ -104,3 +107,34 @@ def test_missing_data_is_one_line_naming_where_it_looked(tmp_path):
                                       f"--model_dir={tmp_path}/run"))
     assert str(empty) in line
     assert not (tmp_path / "run" / "genotype.json").exists()
+
+
+class _StopAfterFirstEpoch(keras.callbacks.Callback):
+    """Kills the run (as Ctrl-C would) once epoch 0 is checkpointed."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        raise KeyboardInterrupt
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_interrupted_search_resumes_from_its_last_epoch(tmp_path):
+    bindings = [b.split("=", 1)[1] for b in TINY if b.startswith("--gin_param")]
+    bindings += ["run_search.epochs = 2", "run_search.verbose = 0", "make_strategy.kind = 'default'"]
+    gin.parse_config_files_and_bindings([os.path.join(REPO_ROOT, "gin", "search", "fashion_mnist.gin")],
+                                        bindings, skip_unknown=False)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            search.run_search(str(tmp_path), extra_callbacks=[_StopAfterFirstEpoch()])
+        assert not (tmp_path / "genotype.json").exists()
+        rows = (tmp_path / "history.csv").read_text().splitlines()[1:]
+        assert [row.split(",")[0] for row in rows] == ["0"]
+        result = search.run_search(str(tmp_path))
+    finally:
+        gin.clear_config()
+    # The second run trained epoch 1 only: 8 steps, of which 7 are timed.
+    assert result["steps_timed"] == 7
+    rows = (tmp_path / "history.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[0] for row in rows] == ["0", "1"]
+    assert float(rows[1].split(",")[3]) == 0.0  # learning rate annealed to 0 at the end of epoch 1
+    assert len(read_genotype(tmp_path / "genotype.json", num_cells=2).cells) == 2

@@ -15,7 +15,6 @@ import tensorflow as tf
 from asmnas_tf import cli, train
 from asmnas_tf.data import load_arrays
 from asmnas_tf.data import imagenet  # noqa: F401  (its configurable, before parsing)
-from asmnas_tf.export import export_saved_model
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -72,9 +71,16 @@ def test_fashion_mnist_train_resume_export(tmp_path, capsys):
     finally:
         gin.clear_config()
 
+    # bin/export in a fresh process (it must find every class it loads).
+    exported = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "bin", "export"),
+                               f"--model_dir={model_dir}"], env=ENV, capture_output=True, text=True,
+                              timeout=300)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    path = os.path.join(model_dir, "saved_model")
+    assert f"Written: {path}" in exported.stdout
+
     # The served model classifies raw uint8 test images as well as Keras did
     # (measured: 0.8555 served vs 0.8570 by evaluate; a few near-ties flip).
-    path = export_saved_model(model_dir)
     data = load_arrays("fashion_mnist", test_subset=2000)
     serve = tf.saved_model.load(path).signatures["serving_default"]
     class_ids = np.concatenate([serve(images=tf.constant(data.x_test[i:i + 500]))["class_ids"].numpy()
