@@ -9,7 +9,7 @@ import gin
 import keras
 import pytest
 
-from asmnas_tf import search
+from asmnas_tf import cli, search
 from asmnas_tf.genotype import read_genotype
 from conftest import FASHION_MNIST_DIR, REPO_ROOT
 
@@ -121,8 +121,7 @@ class _StopAfterFirstEpoch(keras.callbacks.Callback):
 def test_interrupted_search_resumes_from_its_last_epoch(tmp_path):
     bindings = [b.split("=", 1)[1] for b in TINY if b.startswith("--gin_param")]
     bindings += ["run_search.epochs = 2", "run_search.verbose = 0", "make_strategy.kind = 'default'"]
-    gin.parse_config_files_and_bindings([os.path.join(REPO_ROOT, "gin", "search", "fashion_mnist.gin")],
-                                        bindings, skip_unknown=False)
+    cli.parse_gin(["search/fashion_mnist.gin"], bindings)
     try:
         with pytest.raises(KeyboardInterrupt):
             search.run_search(str(tmp_path), extra_callbacks=[_StopAfterFirstEpoch()])
