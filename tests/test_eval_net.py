@@ -5,7 +5,6 @@ import json
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from asmnas_tf.aux_head import AuxiliaryHead, aux_pool_geometry
 from asmnas_tf.drop_path import DropPath, DropPathSchedule, drop_path_layers, set_drop_path_rate

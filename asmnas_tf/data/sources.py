@@ -40,7 +40,7 @@ Sources, by `dataset`:
 import dataclasses
 import gzip
 import os
-from typing import Optional, Tuple
+from typing import Tuple
 
 import gin
 import numpy as np
