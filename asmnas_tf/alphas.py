@@ -59,12 +59,12 @@ class ArchitectureParameters(keras.layers.Layer):
             self.alpha = add("alpha", (self.num_cells,) + row_shape)
 
     def call(self, inputs):
+        # `.value`: the variable's value, or the substitute in a stateless call.
         if self.sharing == "per_cell":
-            return ops.convert_to_tensor(self.alpha)
+            return self.alpha.value
         reductions = reduction_indices(self.num_cells)
-        return ops.stack(
-            [self.alpha_reduce if index in reductions else self.alpha_normal for index in range(self.num_cells)]
-        )
+        normal, reduce = self.alpha_normal.value, self.alpha_reduce.value
+        return ops.stack([reduce if index in reductions else normal for index in range(self.num_cells)])
 
     def compute_output_spec(self, inputs):
         return keras.KerasTensor((self.num_cells, len(EDGES), len(PRIMITIVES)), dtype=self.variable_dtype)

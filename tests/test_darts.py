@@ -5,6 +5,7 @@ exact double-backward reference, the first-order Adam step, tiny searches
 (both orders, both alpha sharings) and `run_search(method='darts2')`.
 """
 
+import csv
 import json
 
 import gin
@@ -13,9 +14,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from asmnas_tf import cli, op_math, search
+from asmnas_tf import cli, op_math, run_dir, search
 from asmnas_tf.alphas import ArchitectureParameters
-from asmnas_tf.architect import ARCHITECTURE, CoupledAdam, DartsModel, compile_darts
+from asmnas_tf.architect import ARCHITECTURE, CoupledAdam, DartsModel, compile_darts, step_functions
 from asmnas_tf.distribute import make_strategy
 from asmnas_tf.genotype import read_genotype
 from asmnas_tf.mixed_edge import MixedEdge
@@ -95,10 +96,26 @@ def _float64_darts_model(xi, momentum, l2, hvp_radius):
     return model
 
 
-def test_second_order_gradient_matches_exact_double_backward(monkeypatch):
+def _smooth_relu(x):
+    return x * keras.ops.sigmoid(4.0 * x)
+
+
+@pytest.mark.parametrize("smooth", [False, True])
+def test_second_order_gradient_matches_exact_double_backward(monkeypatch, smooth):
+    """The unrolled gradient with its finite-difference H v against autodiff through the inner step.
+
+    With ReLU and max-pool, DARTS's radius eps * ||v|| = 0.01 crosses kinks of
+    this tiny network (measured: 50% off), so the formula is checked at a
+    radius of 1e-5; with the kinks smoothed away (`smooth`: relu -> x
+    sigmoid(4x), max -> average pool) DARTS's own radius is checked.
+    """
     monkeypatch.setattr(op_math, "batch_moments", _exact_batch_moments)
+    if smooth:
+        monkeypatch.setattr(keras.ops, "relu", _smooth_relu)
+        monkeypatch.setattr(op_math, "max_pool_3x3", op_math.avg_pool_3x3)
     xi, momentum, l2 = 0.5, 0.9, 3e-4
-    model = _float64_darts_model(xi, momentum, l2, hvp_radius=1e-5)
+    radius = 0.01 if smooth else 1e-5
+    model = _float64_darts_model(xi, momentum, l2, hvp_radius=radius)
     rng = np.random.default_rng(3)
     x, y = _learnable_images(16)
     x = np.tile(x, (1, 1, 1, C)) + rng.normal(size=(16, 8, 8, C))
@@ -142,13 +159,16 @@ def test_second_order_gradient_matches_exact_double_backward(monkeypatch):
         return whole, correction
 
     whole, correction = errors()
-    model.hvp_radius = 0.01
-    darts_whole, darts_correction = errors()
-    print(f"\nsecond-order grad_alpha vs exact double backward (float64): relative error {whole:.1e} "
-          f"(of the -xi*H*v term: {correction:.1e}; it is {np.linalg.norm(exact - direct) / np.linalg.norm(exact):.0%} "
-          f"of the gradient) at radius eps*||v|| = 1e-5; at DARTS's 0.01: {darts_whole:.1e} ({darts_correction:.1e})")
+    print(f"\n{'smooth' if smooth else 'relu'} net, float64, radius eps*||v|| = {radius:g}: second-order "
+          f"grad_alpha vs exact double backward: relative error {whole:.1e} (of the -xi*H*v term: "
+          f"{correction:.1e}; that term is {np.linalg.norm(exact - direct) / np.linalg.norm(exact):.0%} of the gradient)")
     assert np.linalg.norm(exact - direct) > 0.1 * np.linalg.norm(exact)  # the correction matters here
-    assert whole < 1e-6 and correction < 1e-6
+    if smooth:
+        assert whole < 1e-3 and correction < 1e-3  # O(radius^2)
+    else:
+        assert whole < 1e-6 and correction < 1e-6
+        model.hvp_radius = 0.01
+        print("  the same at DARTS's radius 0.01: relative error %.1e (of the term: %.1e)" % errors())
 
     # The architecture step changes alpha and nothing else (no restore needed: stateless).
     weights_before = _snapshot(model.weight_variables + model.non_trainable_variables)
@@ -157,6 +177,37 @@ def test_second_order_gradient_matches_exact_double_backward(monkeypatch):
     for before, after in zip(weights_before, model.weight_variables + model.non_trainable_variables):
         np.testing.assert_array_equal(np.asarray(after), before)
     assert np.abs(np.asarray(alpha_var) - alpha_before).max() > 1e-5
+
+
+def _replica_values(variable):
+    """Every replica's copy of a (mirrored) variable, as numpy arrays."""
+    value = variable.value
+    return [np.asarray(v) for v in getattr(value, "values", [value])]
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_second_order_step_functions_run_the_two_halves_separately(replicas):
+    """Graph mode, under one or two replicas (the all-reduced virtual step and eps)."""
+    strategy = make_strategy("mirrored") if replicas == 2 else tf.distribute.get_strategy()
+    assert strategy.num_replicas_in_sync == replicas
+    with strategy.scope():
+        model = _float64_darts_model(xi=0.1, momentum=0.9, l2=3e-4, hvp_radius=0.01)
+    x, y = _learnable_images(16)
+    x = np.tile(x, (1, 1, 1, C)).astype("float64")
+    batch = tf.data.Dataset.from_tensors(((x[:8], y[:8]), (x[8:], y[8:])))
+    batch = next(iter(strategy.experimental_distribute_dataset(batch)))
+    steps = step_functions(model, strategy)
+    weights, alpha = _snapshot(model.weight_variables), np.array(model.architecture_variables[0])
+    steps["architecture"](batch)
+    assert all(np.array_equal(np.asarray(v), w) for v, w in zip(model.weight_variables, weights))
+    assert not np.array_equal(np.asarray(model.architecture_variables[0]), alpha)
+    alpha = np.array(model.architecture_variables[0])
+    steps["weight"](batch)
+    assert not any(np.array_equal(np.asarray(v), w) for v, w in zip(model.weight_variables, weights))
+    np.testing.assert_array_equal(np.asarray(model.architecture_variables[0]), alpha)
+    for variable in model.trainable_variables:  # the replicas agree
+        copies = _replica_values(variable)
+        assert len(copies) == replicas and all(np.array_equal(c, copies[0]) for c in copies)
 
 
 def test_first_order_alpha_update_is_torch_adam_on_the_validation_gradient():
@@ -188,8 +239,9 @@ def test_shared_alphas_select_the_same_normal_and_reduction_cells():
     for var in model.architecture_variables:
         var.assign(rng.normal(size=var.shape).astype("float32"))
     x, _ = _learnable_images(6)
-    mean, n = mean_coefficients(model, tf.data.Dataset.from_tensor_slices(x).batch(4))
-    assert n == 6 and mean.shape == (4, 14, 8)
+    # What mean_coefficients computes, eagerly (its predict would trace the model).
+    mean = np.asarray(model(x, training=False)["coefficients"], "float64").mean(axis=0)
+    assert mean.shape == (4, 14, 8)
     normal, reduce = (_softmax(np.asarray(v, "float64")) for v in model.architecture_variables)
     np.testing.assert_allclose(mean[[0, 3]], [normal, normal], atol=1e-6)  # cells 1, 2 reduce
     np.testing.assert_allclose(mean[[1, 2]], [reduce, reduce], atol=1e-6)
@@ -204,59 +256,66 @@ def test_shared_alphas_select_the_same_normal_and_reduction_cells():
     assert [e.op for e in argmax_cell.edges] == [PRIMITIVES[k] for k in np.argmax(normal, axis=1)]
 
 
-@pytest.mark.parametrize("method", ["darts1", "darts2"])
-def test_tiny_darts_search_trains_under_two_replicas(method):
-    strategy = make_strategy("mirrored")  # conftest: two logical CPUs
-    assert strategy.num_replicas_in_sync == 2
+def test_tiny_first_order_search_trains_and_selects():
     keras.utils.set_random_seed(0)
     x, y = _learnable_images(128)
     half = tf.data.Dataset.from_tensor_slices((x[:64], y[:64])).shuffle(64, seed=0).batch(16)
     other = tf.data.Dataset.from_tensor_slices((x[64:], y[64:])).shuffle(64, seed=1).batch(16)
-    with strategy.scope():
-        model = build_supernet((8, 8, 1), 4, num_cells=2, channels=4, mixing="alpha", alpha_sharing="per_cell")
-        compile_darts(model, CoupledSGD(learning_rate=0.05), CoupledAdam(learning_rate=3e-3), method == "darts2")
-    assert isinstance(model, DartsModel)
+    model = _tiny_darts(num_cells=1, second_order=False, lr=0.05)
+    model.architecture_optimizer.learning_rate = 3e-3
     alpha_before = np.array(model.architecture_variables[0])
     history = model.fit(tf.data.Dataset.zip((half, other)), epochs=4, verbose=0).history
-    print(f"\n{method} loss per epoch:", np.round(history["loss"], 3), "arch_loss:", np.round(history["arch_loss"], 3))
+    print("\ndarts1 loss per epoch:", np.round(history["loss"], 3), "arch_loss:", np.round(history["arch_loss"], 3))
     assert history["loss"][-1] < 0.8 * history["loss"][0]
     assert history["arch_loss"][-1] < history["arch_loss"][0]
     assert all(np.isfinite(history["grad_norm_sq"]))
     alpha = np.asarray(model.architecture_variables[0])
-    assert np.abs(alpha - alpha_before).max() > 1e-3  # 16 Adam steps at 3e-3
+    assert np.abs(alpha - alpha_before).max() > 1e-2  # 16 Adam steps at 3e-3
 
-    mean, _ = mean_coefficients(model, tf.data.Dataset.from_tensor_slices(x[64:]).batch(32))
+    mean, _ = mean_coefficients(model, tf.data.Dataset.from_tensor_slices(x[64:]).batch(64))
     np.testing.assert_allclose(mean, _softmax(alpha.astype("float64")), atol=1e-6)
-    genotype = select_genotype(mean, "argmax", {"method": method})
-    assert len(genotype.cells) == 2 and all(len(c.edges) == 14 for c in genotype.cells)
-    assert genotype.cells[0].edges != genotype.cells[1].edges  # per-cell alphas: cells differ
+    genotype = select_genotype(mean, "argmax", {"method": "darts1"})
+    assert len(genotype.cells) == 1 and len(genotype.cells[0].edges) == 14
+    assert [e.op for e in genotype.cells[0].edges] == [PRIMITIVES[k] for k in np.argmax(alpha[0], axis=1)]
 
 
 def test_run_search_darts2_end_to_end(tmp_path):
-    x, y = _learnable_images(64)
+    x, y = _learnable_images(256)
     images = np.clip(x * 60 + 100, 0, 255).astype(np.uint8)
     path = tmp_path / "tiny.npz"
     np.savez(path, x_train=images, y_train=y, x_test=images[:8], y_test=y[:8])
     model_dir = str(tmp_path / "run")
-    cli.parse_gin(["search/base.gin", "search/darts.gin"], [
+    config = cli.parse_gin(["search/base.gin", "search/darts.gin"], [
         "load_arrays.dataset = 'npz'",
         f"load_arrays.path = '{path}'",
-        "build_supernet.num_cells = 2",
+        "build_supernet.num_cells = 1",
         "build_supernet.channels = 4",
         "build_supernet.alpha_sharing = 'per_cell'",
+        "architecture_optimizer.learning_rate = 3e-3",
+        "search_optimizer.learning_rate = 0.05",
         "run_search.batch_size = 16",
-        "run_search.epochs = 1",
+        "run_search.epochs = 4",
         "run_search.verbose = 0",
+        "make_dataset.crop_padding = 0",  # the quadrant classes of 8x8 images: no shifts, no flips
+        "make_dataset.flip = False",
+        "make_strategy.kind = 'default'",  # two replicas: see the step-function test
     ])
     try:
+        run_dir.prepare(model_dir, config)
         result = search.run_search(model_dir)
     finally:
         gin.clear_config()
-    genotype = read_genotype(f"{model_dir}/genotype.json", num_cells=2)
+    genotype = read_genotype(f"{model_dir}/genotype.json", num_cells=1)
     assert genotype.source == {"method": "darts2", "dataset": "tiny", "seed": 0, "rule": "argmax"}
-    assert all(len(c.edges) == 14 for c in genotype.cells)
+    assert len(genotype.cells[0].edges) == 14
     attention = json.loads((tmp_path / "run" / "attention.json").read_text())
-    assert attention["num_samples"] == 32
-    history = (tmp_path / "run" / "history.csv").read_text().splitlines()
-    assert "arch_loss" in history[0] and len(history) == 2
-    assert result["steady_step_s"] > 0  # 2 steps of 16 (two halves of 32)
+    assert attention["num_samples"] == 128
+    coefficients = np.array(attention["cells"][0]["coefficients"])
+    np.testing.assert_allclose(coefficients.sum(axis=1), 1.0, atol=1e-6)
+    assert np.abs(coefficients - 1 / 8).max() > 1e-3  # alpha trained (init: 1/8 within ~1e-4)
+    with open(tmp_path / "run" / "history.csv") as f:
+        history = list(csv.DictReader(f))
+    print("\ndarts2 run_search loss per epoch:", [round(float(row["loss"]), 3) for row in history])
+    assert len(history) == 4 and float(history[-1]["loss"]) < 0.8 * float(history[0]["loss"])
+    assert float(history[-1]["arch_loss"]) < float(history[0]["arch_loss"])
+    assert result["steps_timed"] == 31  # 8 steps of 16 an epoch (halves of 256), the first apart
