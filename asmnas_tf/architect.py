@@ -31,7 +31,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from asmnas_tf.grad_clip import _all_reduce_sum, unscale_loss
+from asmnas_tf.grad_clip import all_reduce_sum, unscale_loss
 from asmnas_tf.optim import CoupledSGD
 from asmnas_tf.search_model import LOGITS, SupernetModel
 
@@ -182,7 +182,7 @@ class DartsModel(SupernetModel):
         `_compute_unrolled_model`.
         """
         _, gradients = self._gradients(weights, alphas, x, y, wrt=weights)
-        gradients = _all_reduce_sum(gradients)
+        gradients = all_reduce_sum(gradients)
         sgd = self.optimizer
         unrolled = []
         for variable, w, g in zip(self.weight_variables, weights, gradients):
@@ -217,7 +217,7 @@ class DartsModel(SupernetModel):
         gradients = tape.gradient(val_loss, alphas + unrolled)
         gradients = [ops.zeros_like(t) if g is None else g for t, g in zip(alphas + unrolled, gradients)]
         grad_alphas, grad_unrolled = gradients[: len(alphas)], gradients[len(alphas):]
-        vector = _all_reduce_sum(grad_unrolled)  # the global gradient: same w+- everywhere
+        vector = all_reduce_sum(grad_unrolled)  # the global gradient: same w+- everywhere
         hvp = self.hessian_vector_product(weights, alphas, vector, x_train, y_train)
         return [g - ops.cast(xi, g.dtype) * h for g, h in zip(grad_alphas, hvp)], val_loss
 

@@ -22,7 +22,7 @@ def unscale_loss(loss):
     return loss * tf.distribute.get_strategy().num_replicas_in_sync
 
 
-def _all_reduce_sum(tensors):
+def all_reduce_sum(tensors):
     if tf.distribute.get_strategy().num_replicas_in_sync == 1:
         return tensors
     return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, tensors)
@@ -35,7 +35,7 @@ def clip_by_global_norm(gradients, clipnorm):
     that is below 1. The squared norm is the quantity of the paper's
     convergence bound (eq. 4.22).
     """
-    global_gradients = _all_reduce_sum(gradients)
+    global_gradients = all_reduce_sum(gradients)
     norm_sq = ops.sum(ops.stack([ops.sum(ops.square(g)) for g in global_gradients]))
     scale = ops.minimum(1.0, clipnorm / (ops.sqrt(norm_sq) + 1e-6))
     return [g * ops.cast(scale, g.dtype) for g in gradients], norm_sq
