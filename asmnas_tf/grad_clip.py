@@ -23,6 +23,7 @@ def unscale_loss(loss):
 
 
 def all_reduce_sum(tensors):
+    """The sum over the replicas, in replica context (as is on one replica)."""
     if tf.distribute.get_strategy().num_replicas_in_sync == 1:
         return tensors
     return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, tensors)
