@@ -8,7 +8,9 @@ after zero padding, random horizontal flip, normalisation, then cutout (a
 square set to 0 after normalisation). Randomness is stateless: each element
 gets its own (seed pair) from `tf.data.Dataset.random(seed)`, which gives a
 new, reproducible stream for every pass over the data, so one `seed` yields
-the same batches in any process, and different epochs see different crops.
+the same batches in any process with the same TF global seed (TF derives op
+seeds from both; runs set it from the same seed), and different epochs see
+different crops.
 
 Under `tf.distribute`, callers pass the global batch size and let the
 strategy split batches; nothing here is strategy-aware.
