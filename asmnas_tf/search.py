@@ -46,20 +46,21 @@ def seed_everything(seed, deterministic):
         tf.config.experimental.enable_op_determinism()
 
 
-def search_datasets(arrays, batch_size, selection_batch_size, seed):
-    """(train, selection) pipelines on the two halves of the training set."""
+def search_datasets(arrays, batch_size, selection_batch_size, seed, architecture=False):
+    """(train, select, n_train, n_select) pipelines on the two halves of the training set.
+
+    With `architecture` (DARTS) the train pipeline yields (weight batch, alpha
+    batch) pairs: the second half also goes through the training pipeline
+    (augmented, shuffled with seed + 1), as DARTS's validation queue.
+    """
     (x_weights, y_weights), (x_select, y_select) = split_halves(arrays.x_train, arrays.y_train)
     mean, std = channel_stats(x_weights)
     train = make_dataset(x_weights, y_weights, batch_size, training=True, mean=mean, std=std, seed=seed)
     select = make_dataset(x_select, y_select, selection_batch_size, training=False, mean=mean, std=std)
+    if architecture:
+        alpha = make_dataset(x_select, y_select, batch_size, training=True, mean=mean, std=std, seed=seed + 1)
+        train = tf.data.Dataset.zip((train, alpha))
     return train, select, len(x_weights), len(x_select)
-
-
-def architecture_dataset(arrays, batch_size, seed):
-    """DARTS's alpha batches: the second half through the training pipeline."""
-    (x_weights, _), (x_select, y_select) = split_halves(arrays.x_train, arrays.y_train)
-    mean, std = channel_stats(x_weights)
-    return make_dataset(x_select, y_select, batch_size, training=True, mean=mean, std=std, seed=seed + 1)
 
 
 def _callbacks(model_dir, timer):
@@ -97,7 +98,9 @@ def run_search(
     strategy = make_strategy()  # first: it may split the CPU into logical devices
     seed_everything(seed, deterministic)
     arrays = load_arrays()
-    train, select, n_train, n_select = search_datasets(arrays, batch_size, selection_batch_size, seed)
+    train, select, n_train, n_select = search_datasets(
+        arrays, batch_size, selection_batch_size, seed, architecture=method != "asm"
+    )
     steps_per_epoch = n_train // batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"run_search.batch_size={batch_size} is larger than the {n_train} training images")
@@ -113,7 +116,6 @@ def run_search(
         else:
             model = build_supernet(arrays.image_shape, arrays.num_classes, mixing="alpha")
             compile_darts(model, weight_optimizer, architecture_optimizer(), second_order=method == "darts2")
-            train = tf.data.Dataset.zip((train, architecture_dataset(arrays, batch_size, seed)))
     build_s = time.perf_counter() - started
     print(
         f"Supernet: {len(model.layers)} layers, {model.count_params():,} parameters, "
