@@ -1,6 +1,7 @@
-"""Keras callbacks of a run: learning rate in the logs, step timing."""
+"""Keras callbacks of a run: learning rate in the logs, step timing, NaN guard."""
 
 import json
+import math
 import time
 
 import keras
@@ -55,3 +56,36 @@ class StepTimer(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.path:
             write_text_atomic(self.path, json.dumps(self.summary(), indent=1) + "\n")
+
+
+class NonFiniteLossError(ValueError):
+    """The training loss became NaN or infinite; the message is one line."""
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops training at the first batch whose loss is NaN or infinite.
+
+    Keras's TerminateOnNaN only sets `stop_training`, so the epoch still ends
+    and BackupAndRestore would save the broken weights over the last good
+    checkpoint. Raising here ends `fit` before any later callback runs:
+    the checkpoint of the last finished epoch stays as it was. Put it first.
+    """
+
+    def __init__(self, checkpoint_dir):
+        super().__init__()
+        self.checkpoint_dir = checkpoint_dir
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float(np.asarray((logs or {}).get("loss", 0.0)))
+        if math.isfinite(loss):
+            return
+        kept = (f"the checkpoint of epoch {self._epoch - 1} is kept in {self.checkpoint_dir}"
+                if self._epoch > 0 else "no epoch had finished, so there is no checkpoint")
+        raise NonFiniteLossError(
+            f"training stopped: the loss became {loss} at epoch {self._epoch}, step {batch}; {kept}; "
+            f"lower the learning rate (or check the data) and run again in a new --model_dir"
+        )

@@ -7,6 +7,7 @@ A user error (bad flag value, gin binding, genotype, data, run directory)
 prints one line, `error: ...`, and exits with status 2: no traceback.
 """
 
+import inspect
 import os
 import sys
 
@@ -44,7 +45,7 @@ import gin  # noqa: E402
 from asmnas_tf.data import DataError  # noqa: E402
 from asmnas_tf.distribute import StrategyError  # noqa: E402
 from asmnas_tf.genotype import GenotypeError  # noqa: E402
-from asmnas_tf.run_dir import RunDirError  # noqa: E402
+from asmnas_tf.run_dir import RunDirError, discard_unused_run_dirs  # noqa: E402
 
 GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
 
@@ -88,12 +89,80 @@ def parse_gin(files, params):
         raise ConfigError(f"gin: {_one_line(error)}") from None
     finally:
         logging.set_verbosity(verbosity)
+    _check_binding_types()
     return gin.config_str()
+
+
+def _expected_kind(default, value):
+    """What `value` should have been, or None if it fits `default`'s type.
+
+    Only numbers and booleans are checked: a string default may take other
+    values (`verbose = 'auto'` or 2), None means "off" or "not set" anywhere,
+    and references/macros (not plain values) are gin's to resolve.
+    """
+    if value is None or default is None or not isinstance(value, (str, int, float, bool, list, tuple, dict)):
+        return None
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "true or false (True/False)"
+    if isinstance(default, int):
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+    if isinstance(default, float):
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "a number"
+    return None
+
+
+def _check_binding_types():
+    """Refuse a binding whose type does not fit its parameter's default.
+
+    gin passes any literal through: `run_search.epochs = 'three'` would reach
+    the optimizer after the data is loaded, as "invalid literal for int():
+    'threethreethree...'". Checked here, it is one line before any work.
+    gin has no public way to list the bindings, hence its private tables
+    (gin-config is pinned in requirements.txt).
+    """
+    for (scope, selector), params in gin.config._CONFIG.items():
+        configurable = gin.config._REGISTRY.get_match(selector)
+        if configurable is None:
+            continue
+        try:
+            signature = inspect.signature(configurable.wrapped)
+        except (TypeError, ValueError):
+            continue
+        for name, value in params.items():
+            parameter = signature.parameters.get(name)
+            if parameter is None or parameter.default is inspect.Parameter.empty:
+                continue
+            expected = _expected_kind(parameter.default, value)
+            if expected:
+                binding = f"{scope + '/' if scope else ''}{configurable.name}.{name} = {value!r}"
+                raise ConfigError(f"gin: {binding}: expected {expected} (its default is {parameter.default!r})")
 
 
 # The exception types that are the user's to fix (one line, exit 2). Our own
 # argument checks raise ValueError with a message naming the argument.
 USER_ERRORS = (ConfigError, DataError, GenotypeError, RunDirError, StrategyError, ValueError)
+
+
+def _user_error(message):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def parse_flags(argv):
+    """`flags_parser` for `absl.app.run`: a bad command line is one line and status 2.
+
+    absl's own parser prints "FATAL Flags parsing error: ..." and a hint and
+    exits 1, and a stray positional argument (`app.UsageError`) prints the
+    whole usage text, then exits 1: neither looks like our other user errors.
+    """
+    try:
+        rest = FLAGS(argv)
+    except flags.Error as error:
+        _user_error(_one_line(error))
+    if len(rest) > 1:
+        _user_error(f"unexpected argument(s) {' '.join(rest[1:])!r}: options are flags, "
+                    f"e.g. --gin_param='run_search.epochs = 2'")
+    return rest
 
 
 def run(main_fn):
@@ -104,8 +173,11 @@ def run(main_fn):
     try:
         main_fn()
     except USER_ERRORS as error:
-        print(f"error: {_one_line(error)}", file=sys.stderr)
-        sys.exit(2)
+        # A run refused before any work (bad genotype, missing data) must not
+        # leave a new run directory behind, which a corrected command would
+        # then refuse as "started with another configuration".
+        discard_unused_run_dirs()
+        _user_error(_one_line(error))
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         sys.exit(130)

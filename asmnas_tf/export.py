@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 
 import keras
 import numpy as np
@@ -122,8 +123,17 @@ def load_trained_model(model_dir):
             f"--model_dir={model_dir} holds no trained model ({MODEL_FILE} is missing); "
             f"train it first with bin/train --model_dir={model_dir}"
         )
-    # compile=False: serving needs no optimizer (and no custom optimizer class).
-    return keras.saving.load_model(path, compile=False, safe_mode=True)
+    # Keras reports a file that is not a zip archive as "File not found".
+    if not zipfile.is_zipfile(path):
+        raise ExportError(f"{path} is not a .keras file (not a zip archive: corrupt or truncated); "
+                          f"train again with bin/train --model_dir={model_dir}")
+    try:
+        # compile=False: serving needs no optimizer (and no custom optimizer class).
+        # safe_mode=True, explicitly: a model file never runs code (a Lambda
+        # layer's pickled function is refused).
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except ValueError as error:  # e.g. safe_mode's refusal: say which file
+        raise ExportError(f"{path} cannot be loaded: {error}") from None
 
 
 def export_saved_model(model_dir, model=None):

@@ -76,6 +76,12 @@ class MixedEdge(keras.layers.Layer):
         if mixing == "attention":
             self.pieces += attention.attention_param_shapes(len(PRIMITIVES), hidden_units)
         self.bn_slots = _BN_SLOTS_STRIDED if stride == 2 else _BN_SLOTS
+        # The stability experiment (paper §5.3.1, Fig. 3) replaces one mixed
+        # edge at a time by its selected op. It sets this to an int32
+        # tf.Variable before the model is traced: k >= 0 makes the edge output
+        # o_k(x) alone (coefficient 1), -1 leaves it mixed. One trace serves
+        # every edge of the sweep. Not a weight, not saved.
+        self.replacement = None
 
     def build(self, input_shape):
         if input_shape[-1] != self.channels:
@@ -162,7 +168,15 @@ class MixedEdge(keras.layers.Layer):
             coeffs = ops.broadcast_to(probabilities[None, :], (batch, len(PRIMITIVES)))
         else:
             coeffs = ops.full((batch, len(PRIMITIVES)), 1.0 / len(PRIMITIVES), dtype="float32")
+        if self.replacement is not None:
+            coeffs = self._replace(coeffs)
         return attention.weighted_sum(ys, coeffs), coeffs
+
+    def _replace(self, coeffs):
+        """One-hot coefficients of op `replacement` where it is >= 0 (see __init__)."""
+        k = ops.convert_to_tensor(self.replacement)
+        one_hot = ops.one_hot(ops.maximum(k, 0), len(PRIMITIVES), dtype=coeffs.dtype)
+        return ops.where(k >= 0, ops.broadcast_to(one_hot[None, :], ops.shape(coeffs)), coeffs)
 
     def _update_moving_stats(self, batch_stats):
         dtype = self.moving_mean.dtype  # float32, or float64 in a float64 layer

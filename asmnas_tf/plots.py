@@ -113,7 +113,7 @@ def plot_attention_heatmaps(mean_coeffs, path, title=None, reductions=None):
     bar = fig.colorbar(image, ax=panels, shrink=0.6, aspect=30, pad=0.02)
     bar.set_label("mean coefficient")
     fig.suptitle(title or "Attention coefficients per cell (argmax outlined)", fontsize=13)
-    size = _save_figure(fig, path)
+    size = save_figure(fig, path)
     return HeatmapPlot(os.fspath(path), len(panels), len(fig.axes), size, tuple(marks))
 
 
@@ -126,7 +126,7 @@ def plot_cell_heatmap(cell_coeffs, path, title=None):
     image, cell_marks = _draw_panel(ax, coeffs, _colour_limits(coeffs), True, True, True)
     fig.colorbar(image, ax=ax, shrink=0.8).set_label("coefficient")
     ax.set_title(title or "Attention coefficients (argmax outlined)", fontsize=11)
-    size = _save_figure(fig, path)
+    size = save_figure(fig, path)
     marks = tuple((0, edge, op) for edge, op in cell_marks)
     return HeatmapPlot(os.fspath(path), 1, len(fig.axes), size, marks)
 
@@ -323,7 +323,7 @@ def _draw_cell_matplotlib(nodes, edges, path, title):
     if title:
         ax.text(sum(_XLIM) / 2, _YLIM[1] - _TITLE_BAND / 2, title, ha="center", va="center",
                 fontsize=13)
-    _save_figure(fig, path)
+    save_figure(fig, path)
 
 
 def _edge_order(edge):
@@ -456,7 +456,7 @@ def _format_of(path):
     return FORMATS[ext]
 
 
-def _save_figure(fig, path):
+def save_figure(fig, path):
     """Saves `fig` atomically; returns the raster size (width, height) in pixels."""
     fmt = _format_of(path)
     _write_atomic(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=fig.dpi))

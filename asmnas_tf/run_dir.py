@@ -17,10 +17,18 @@ GENOTYPE_FILE = "genotype.json"
 ATTENTION_FILE = "attention.json"
 TIMING_FILE = "timing.json"
 PLOTS_DIR = "plots"
+# The trained supernet (weights and, for DARTS, alphas), for the stability
+# experiment (paper Fig. 3); written before genotype.json.
+SUPERNET_WEIGHTS_FILE = "supernet.weights.h5"
 
 
 class RunDirError(ValueError):
     """A run directory that cannot be used; the message is one line."""
+
+
+# The run directories `prepare` created in this process, each with the
+# folders it had to make (outermost first): see `discard_unused_run_dirs`.
+_CREATED = []
 
 
 def write_text_atomic(path, text):
@@ -60,15 +68,64 @@ def prepare(model_dir, config_text):
             )
         _check_writable(model_dir)
         return True
+    new_dirs = _missing_dirs(model_dir)
     try:
         os.makedirs(model_dir, exist_ok=True)
     except OSError as error:
         raise RunDirError(f"--model_dir={model_dir} cannot be created: {error.strerror}") from None
+    _CREATED.append((model_dir, new_dirs))
     _check_writable(model_dir)
     write_text_atomic(config_path, config_text)
     return False
 
 
+def discard_unused_run_dirs():
+    """Undo `prepare` for new runs that stopped before any work.
+
+    Called when a run is refused for a user error (bad genotype, missing
+    data...): a run directory holding nothing but the `config.gin` written
+    here is put back as it was (the file removed, the folders made for it
+    removed), so that the corrected command is not refused as "started with
+    another configuration". A directory holding anything else (checkpoints,
+    history...) is kept: the run can be resumed.
+    """
+    while _CREATED:
+        model_dir, new_dirs = _CREATED.pop()
+        try:
+            if os.listdir(model_dir) == [CONFIG_FILE]:
+                os.remove(os.path.join(model_dir, CONFIG_FILE))
+            for directory in reversed(new_dirs):
+                os.rmdir(directory)  # refuses a folder that is not empty
+        except OSError:
+            pass
+
+
+def _missing_dirs(path):
+    """The folders `os.makedirs(path)` would create, outermost first."""
+    missing = []
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return missing[::-1]
+
+
 def _check_writable(model_dir):
     if not os.access(model_dir, os.W_OK | os.X_OK):
         raise RunDirError(f"--model_dir={model_dir} is not writable")
+
+
+def save_weights_atomic(model, path):
+    """`model.save_weights(path)` through a temp file and a rename."""
+    directory, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{name}")  # Keras wants the .weights.h5 suffix
+    try:
+        model.save_weights(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

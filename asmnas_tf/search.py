@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from asmnas_tf import run_dir as rd
 from asmnas_tf.architect import DartsModel, architecture_optimizer, compile_darts
-from asmnas_tf.callbacks import LearningRateLogger, StepTimer
+from asmnas_tf.callbacks import LearningRateLogger, StepTimer, StopOnNonFiniteLoss
 from asmnas_tf.data import channel_stats, load_arrays, make_dataset, split_halves
 from asmnas_tf.distribute import make_strategy
 from asmnas_tf.genotype import read_genotype, write_genotype
@@ -65,6 +65,8 @@ def search_datasets(arrays, batch_size, selection_batch_size, seed, architecture
 
 def _callbacks(model_dir, timer):
     return [
+        # First: a NaN loss must stop the run before BackupAndRestore saves it.
+        StopOnNonFiniteLoss(os.path.join(model_dir, rd.CHECKPOINT_DIR)),
         keras.callbacks.BackupAndRestore(
             os.path.join(model_dir, rd.CHECKPOINT_DIR), save_freq="epoch", delete_checkpoint=False
         ),
@@ -128,6 +130,7 @@ def run_search(
     # shuffle=False: the tf.data pipeline shuffles (Keras would only warn).
     callbacks = _callbacks(model_dir, timer) + list(extra_callbacks)
     model.fit(train, epochs=epochs, callbacks=callbacks, verbose=verbose, shuffle=False)
+    rd.save_weights_atomic(model, os.path.join(model_dir, rd.SUPERNET_WEIGHTS_FILE))
 
     # Selection (Algorithm 1, steps 6-13): frozen weights, inference mode.
     mean_coeffs, num_samples = mean_coefficients(model, select)

@@ -22,7 +22,7 @@ import gin
 import keras
 
 from asmnas_tf import run_dir as rd
-from asmnas_tf.callbacks import LearningRateLogger, StepTimer
+from asmnas_tf.callbacks import LearningRateLogger, StepTimer, StopOnNonFiniteLoss
 from asmnas_tf.data import channel_stats, load_arrays, make_dataset
 from asmnas_tf.distribute import make_strategy
 from asmnas_tf.drop_path import DropPathSchedule
@@ -72,6 +72,8 @@ def _imagenet_data(batch_size, eval_batch_size, seed):
 
 def _callbacks(model_dir, drop_path, epochs, timer, extra):
     return [
+        # First: a NaN loss must stop the run before BackupAndRestore saves it.
+        StopOnNonFiniteLoss(os.path.join(model_dir, rd.CHECKPOINT_DIR)),
         keras.callbacks.BackupAndRestore(
             os.path.join(model_dir, rd.CHECKPOINT_DIR), save_freq="epoch", delete_checkpoint=False
         ),

@@ -104,3 +104,19 @@ def test_uniform_mixing_has_equal_coefficients():
     edge = MixedEdge(C, 1, mixing="uniform")
     _, coeffs = edge(x, training=True)
     np.testing.assert_allclose(np.asarray(coeffs), np.full((2, 8), 1 / 8), atol=1e-7)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_replacement_makes_the_edge_its_selected_op(stride):
+    """The stability experiment's hook (paper Fig. 3): op k alone, or mixed at -1."""
+    x, candidates, attention, edge, _ = _pair(stride)
+    edge.replacement = tf.Variable(-1, dtype=tf.int32, trainable=False)
+    ref_mixed, _ = attention([op(x, training=False) for op in candidates.values()])
+    mixed, _ = edge(x, training=False)
+    np.testing.assert_allclose(np.asarray(mixed), np.asarray(ref_mixed), atol=1e-5)
+    for k, name in enumerate(PRIMITIVES):
+        edge.replacement.assign(k)
+        replaced, coeffs = edge(x, training=False)
+        np.testing.assert_array_equal(np.asarray(coeffs), np.eye(len(PRIMITIVES))[[k] * 3])
+        expected = candidates[name](x, training=False)
+        np.testing.assert_allclose(np.asarray(replaced), np.asarray(expected), atol=1e-5, err_msg=name)

@@ -173,6 +173,12 @@ def _find_idx_file(idx_dir, base):
 
 def load_fashion_mnist_idx(idx_dir) -> ImageArrays:
     """Reads the four Fashion-MNIST IDX files in `idx_dir`."""
+    if not os.path.isdir(idx_dir):
+        # Say so, rather than list four "missing" files in a folder that isn't there.
+        raise DataError(
+            f"Fashion-MNIST IDX folder {idx_dir} does not exist; pass idx_dir=<the folder "
+            "with the IDX files>, or `apt-get install dataset-fashion-mnist` (into "
+            f"{DEFAULT_IDX_DIR}).")
     found = {key: _find_idx_file(idx_dir, base) for key, base in _IDX_NAMES.items()}
     missing = [_IDX_NAMES[k] for k, f in found.items() if f is None]
     if missing:
@@ -189,9 +195,13 @@ def load_fashion_mnist_idx(idx_dir) -> ImageArrays:
     for key in ("y_train", "y_test"):
         x_key = "x" + key[1:]
         y = arrays[key]
-        if y.ndim != 1 or len(y) != len(arrays[x_key]) or (y.size and y.max() > 9):
-            raise DataError(f"{found[key]} should hold {len(arrays[x_key])} "
-                            "labels in 0..9 matching its images; it does not.")
+        # Two messages: "it does not" alone would leave the user to guess which.
+        if y.ndim != 1 or len(y) != len(arrays[x_key]):
+            raise DataError(f"{found[key]} should hold {len(arrays[x_key])} labels, "
+                            f"one per image; it holds {y.dtype} {y.shape}.")
+        if y.size and y.max() > 9:
+            raise DataError(f"{found[key]}: labels should lie in 0..9 (Fashion-MNIST's "
+                            f"10 classes); got a label {int(y.max())}.")
     return ImageArrays(
         x_train=arrays["x_train"][..., None], y_train=arrays["y_train"].astype(np.int64),
         x_test=arrays["x_test"][..., None], y_test=arrays["y_test"].astype(np.int64),

@@ -1,0 +1,148 @@
+"""bin/experiment: timing (Table 5), stability (Fig. 3), compare (Tables 1-3)."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import gin
+import numpy as np
+import pytest
+from conftest import FASHION_MNIST_DIR, REPO_ROOT
+
+from asmnas_tf import cli
+from asmnas_tf.experiments import compare, stability, timing
+from asmnas_tf.genotype import random_genotype, read_genotype
+from asmnas_tf.primitives import EDGES
+
+EXPERIMENT = os.path.join(REPO_ROOT, "bin", "experiment")
+SEARCH = os.path.join(REPO_ROOT, "bin", "search")
+TINY_SEARCH = [
+    "--gin_file=search/fashion_mnist.gin",
+    "--gin_param=load_arrays.train_subset = 512",
+    "--gin_param=load_arrays.test_subset = 64",
+    "--gin_param=build_supernet.num_cells = 2",
+    "--gin_param=build_supernet.channels = 4",
+    "--gin_param=build_supernet.attention_hidden_units = 8",
+    "--gin_param=run_search.batch_size = 32",
+    "--gin_param=run_search.epochs = 1",
+    "--gin_param=run_search.verbose = 0",
+    "--gin_param=make_strategy.kind = 'default'",
+]
+needs_fashion_mnist = pytest.mark.skipif(
+    not os.path.isdir(FASHION_MNIST_DIR), reason="apt-get install dataset-fashion-mnist"
+)
+
+
+def _run(script, *args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, script, *args], capture_output=True, text=True, env=env, timeout=900)
+
+
+@pytest.mark.slow
+def test_timing_table_of_one_step_per_method(tmp_path):
+    bindings = ["build_supernet.num_cells = 2", "build_supernet.channels = 4",
+                "run_timing.methods = ['uniform', 'asm', 'darts1']", "run_timing.image_shape = (8, 8, 1)",
+                "run_timing.batch_size = 4", "run_timing.steps = 3", "make_strategy.kind = 'default'"]
+    cli.parse_gin(["experiment/timing.gin"], bindings)
+    try:
+        result = timing.run_timing(str(tmp_path))
+    finally:
+        gin.clear_config()
+    rows = {row["method"]: row for row in result["rows"]}
+    assert list(rows) == ["uniform", "asm", "darts1"]
+    assert rows["asm"]["architecture_step_s"] is None and rows["uniform"]["architecture_step_s"] is None
+    darts = rows["darts1"]
+    assert darts["architecture_step_s"] > 0 and darts["weight_step_s"] > 0
+    assert darts["total_s"] == darts["weight_step_s"] + darts["architecture_step_s"]
+    assert rows["asm"]["images_per_s"] == pytest.approx(4 / rows["asm"]["total_s"])
+    # The first call traces the graph: far slower than a steady step.
+    assert rows["asm"]["first_weight_step_s"] > 5 * rows["asm"]["weight_step_s"]
+    assert result["ratios"] == {
+        "asm_over_uniform": rows["asm"]["total_s"] / rows["uniform"]["total_s"],
+        "darts1_over_asm": darts["total_s"] / rows["asm"]["total_s"],
+    }
+    with open(tmp_path / "timing.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [r["method"] for r in table] == ["uniform", "asm", "darts1"]
+    assert float(table[2]["architecture_step_s"]) == darts["architecture_step_s"]  # exact round trip
+    markdown = (tmp_path / "timing.md").read_text()
+    assert f"| darts1 | {darts['weight_step_s']:.3f} | {darts['architecture_step_s']:.3f} |" in markdown
+    assert json.loads((tmp_path / "timing.json").read_text())["rows"] == result["rows"]
+
+
+def _accuracy_from_rows(rows):
+    return {(r["cell"], r["edge"]): r["accuracy"] for r in rows}
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+@pytest.mark.parametrize("method", ["asm", "darts1"])
+def test_stability_sweep_on_a_searched_supernet(tmp_path, method):
+    search_dir = tmp_path / "search"
+    extra = ["--gin_file=search/darts.gin", "--gin_param=run_search.method = 'darts1'"] if method != "asm" else []
+    result = _run(SEARCH, *TINY_SEARCH, *extra, f"--model_dir={search_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (search_dir / "supernet.weights.h5").stat().st_size > 10_000
+
+    result = _run(EXPERIMENT, "stability", f"--model_dir={search_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = stability.read_rows(search_dir / "stability" / "stability.csv")
+    genotype = read_genotype(search_dir / "genotype.json")
+    assert len(rows) == 2 * len(EDGES)
+    for row in rows:
+        kept = {(e.source, e.target): e.op for e in genotype.cells[row["cell"]].edges}
+        assert row["op"] == kept.get((row["source"], row["target"]), "zero")
+        assert row["change"] == pytest.approx(row["accuracy"] - row["baseline"], abs=2e-6)
+        assert row["accuracy"] * 256 == pytest.approx(round(row["accuracy"] * 256), abs=1e-3)  # k / 256 images
+    # The baseline is the supernet's accuracy that the search itself measured.
+    searched = json.loads((search_dir / "timing.json").read_text())["selection_accuracy"]
+    assert rows[0]["baseline"] == pytest.approx(searched, abs=1e-6)
+    assert (search_dir / "stability" / "stability.png").stat().st_size > 10_000
+    assert f"| 1 | 0\u21922 | {rows[14]['op']} |" in (search_dir / "stability" / "stability.md").read_text()
+
+    # Again: already complete, nothing rewritten.
+    before = (search_dir / "stability" / "stability.csv").read_bytes()
+    again = _run(EXPERIMENT, "stability", f"--model_dir={search_dir}")
+    assert again.returncode == 0 and "already complete" in again.stdout
+    assert (search_dir / "stability" / "stability.csv").read_bytes() == before
+
+
+def test_stability_of_an_unfinished_search_is_one_line(tmp_path):
+    (tmp_path / "config.gin").write_text("")
+    result = _run(EXPERIMENT, "stability", f"--model_dir={tmp_path}")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and lines == [lines[-1]] and lines[-1].startswith("error: ")
+    assert "genotype.json" in lines[-1] and "Traceback" not in result.stderr
+    assert not (tmp_path / "stability").exists()
+
+
+def test_compare_summary_is_mean_and_sample_std():
+    runs = [{"method": m, "seed": s, "test_accuracy": a, "search_s": 1.0, "train_s": 2.0, "params": 10}
+            for m, s, a in [("asm", 0, 0.8), ("asm", 1, 0.9), ("asm", 2, 0.85), ("random", 0, 0.7)]]
+    summary = compare.summarize(runs)
+    assert summary["asm"]["mean"] == pytest.approx(np.mean([0.8, 0.9, 0.85]))
+    assert summary["asm"]["std"] == pytest.approx(np.std([0.8, 0.9, 0.85], ddof=1))
+    assert summary["random"] == {"mean": 0.7, "std": 0.0, "seeds": 1, "search_s": 1.0, "train_s": 2.0}
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_compare_trains_every_seed_and_summarises(tmp_path):
+    params = ["run_compare.methods = ['random']", "run_compare.seeds = [3, 4]", "run_compare.num_cells = 2",
+              "run_compare.train_gin = ['train/fashion_mnist.gin']",
+              "run_compare.train_params = ['load_arrays.train_subset = 256', 'load_arrays.test_subset = 128', "
+              "'run_train.epochs = 1', 'run_train.batch_size = 32', 'build_eval_net.channels = 4', "
+              "'build_eval_net.auxiliary = False', 'run_train.verbose = 0', \"make_strategy.kind = 'default'\"]"]
+    result = _run(EXPERIMENT, "compare", *[f"--gin_param={p}" for p in params], f"--model_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    accuracies = []
+    for seed in (3, 4):
+        run = tmp_path / f"random-seed{seed}"
+        assert read_genotype(run / "search" / "genotype.json") == random_genotype(2, seed)
+        accuracies.append(json.loads((run / "train" / "results.json").read_text())["test_accuracy"])
+    summary = json.loads((tmp_path / "compare.json").read_text())["summary"]["random"]
+    assert summary["mean"] == pytest.approx(np.mean(accuracies), abs=1e-12)
+    assert summary["std"] == pytest.approx(np.std(accuracies, ddof=1), abs=1e-12)
+    assert f"| random | {summary['mean']:.4f} ± {summary['std']:.4f} | 2 |" in (tmp_path / "compare.md").read_text()

@@ -1,0 +1,58 @@
+"""A NaN loss stops the run with one clear error and keeps the last good checkpoint."""
+
+import hashlib
+import os
+
+import gin
+import keras
+import numpy as np
+import pytest
+from conftest import FASHION_MNIST_DIR
+
+from asmnas_tf import cli, search
+from asmnas_tf.callbacks import NonFiniteLossError
+
+BINDINGS = [
+    "load_arrays.train_subset = 256", "load_arrays.test_subset = 64", "build_supernet.num_cells = 1",
+    "build_supernet.channels = 4", "build_supernet.attention_hidden_units = 8", "run_search.batch_size = 32",
+    "run_search.epochs = 3", "run_search.verbose = 0", "make_strategy.kind = 'default'",
+]
+
+
+def _digest(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+class PoisonAtEpoch(keras.callbacks.Callback):
+    """At the start of `epoch`: note the checkpoint's digest, then make every weight infinite."""
+
+    def __init__(self, epoch, checkpoint):
+        super().__init__()
+        self.epoch, self.checkpoint, self.digest = epoch, checkpoint, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            self.digest = _digest(self.checkpoint)
+            for variable in self.model.trainable_variables:
+                variable.assign(np.full(variable.shape, np.inf, dtype=variable.dtype))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir(FASHION_MNIST_DIR), reason="needs dataset-fashion-mnist")
+def test_nan_loss_stops_the_search_and_keeps_the_last_checkpoint(tmp_path):
+    checkpoint = tmp_path / "checkpoints" / "latest.weights.h5"
+    poison = PoisonAtEpoch(1, checkpoint)
+    cli.parse_gin(["search/fashion_mnist.gin"], BINDINGS)
+    try:
+        with pytest.raises(NonFiniteLossError) as error:
+            search.run_search(str(tmp_path), extra_callbacks=[poison])
+    finally:
+        gin.clear_config()
+    message = str(error.value)
+    assert "\n" not in message
+    assert "the loss became nan at epoch 1, step 0" in message
+    assert f"the checkpoint of epoch 0 is kept in {tmp_path / 'checkpoints'}" in message
+    assert _digest(checkpoint) == poison.digest  # epoch 0's weights, not the infinite ones
+    assert not (tmp_path / "genotype.json").exists() and not (tmp_path / "supernet.weights.h5").exists()
+    rows = (tmp_path / "history.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[0] for row in rows] == ["0"]  # the broken epoch is not logged
