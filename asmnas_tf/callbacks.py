@@ -65,10 +65,10 @@ class NonFiniteLossError(ValueError):
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
     """Stops training at the first batch whose loss is NaN or infinite.
 
-    Keras's TerminateOnNaN only sets `stop_training`, so the epoch still ends
-    and BackupAndRestore would save the broken weights over the last good
-    checkpoint. Raising here ends `fit` before any later callback runs:
-    the checkpoint of the last finished epoch stays as it was. Put it first.
+    Keras's TerminateOnNaN only sets `stop_training`, so the epoch would
+    still end and its (broken) state be saved over the last good one.
+    Raising here ends training before anything is saved: the last saved
+    state (`train_loop.py`) stays as it was. Put it first.
     """
 
     def __init__(self, checkpoint_dir):
@@ -83,8 +83,11 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         loss = float(np.asarray((logs or {}).get("loss", 0.0)))
         if math.isfinite(loss):
             return
-        kept = (f"the checkpoint of epoch {self._epoch - 1} is kept in {self.checkpoint_dir}"
-                if self._epoch > 0 else "no epoch had finished, so there is no checkpoint")
+        from asmnas_tf.train_loop import read_state
+
+        epoch, step, weights = read_state(self.checkpoint_dir)
+        kept = (f"the last saved state (epoch {epoch}, step {step}) is kept in {self.checkpoint_dir}"
+                if weights else "no state had been saved yet")
         raise NonFiniteLossError(
             f"training stopped: the loss became {loss} at epoch {self._epoch}, step {batch}; {kept}; "
             f"lower the learning rate (or check the data) and run again in a new --model_dir"

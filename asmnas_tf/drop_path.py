@@ -13,6 +13,7 @@ start of every epoch. At inference the layer is the identity.
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 
@@ -41,6 +42,18 @@ class DropPath(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "seed": self.seed}
+
+    # The random stream's position is saved with the weights (Keras keeps a
+    # SeedGenerator's state out of them), so that a run resumed from a saved
+    # state draws the masks an uninterrupted run would (`train_loop.py`).
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        store["seed_state"] = np.asarray(self.seed_generator.state)
+
+    def load_own_variables(self, store):
+        self.rate.assign(store["0"])
+        if "seed_state" in store.keys():  # files written before the state was saved lack it
+            self.seed_generator.state.assign(np.asarray(store["seed_state"]))
 
 
 def drop_path_layers(model):

@@ -12,8 +12,8 @@ trains alpha on the second half (augmented and shuffled like the first, as
 DARTS's search code does), one batch of each half per step; selection is
 the same as ASM's, on softmax(alpha). See gin/search/darts.gin.
 
-An interrupted run resumes from its last epoch checkpoint (Keras
-`BackupAndRestore`); a finished one is not run again.
+An interrupted run resumes from its last saved state, inside an epoch
+(`train_loop.py`); a finished one is not run again.
 """
 
 import json
@@ -25,6 +25,7 @@ import keras
 import tensorflow as tf
 
 from asmnas_tf import run_dir as rd
+from asmnas_tf import train_loop
 from asmnas_tf.architect import DartsModel, architecture_optimizer, compile_darts
 from asmnas_tf.callbacks import LearningRateLogger, StepTimer, StopOnNonFiniteLoss
 from asmnas_tf.data import channel_stats, load_arrays, make_dataset, split_halves
@@ -63,13 +64,14 @@ def search_datasets(arrays, batch_size, selection_batch_size, seed, architecture
     return train, select, len(x_weights), len(x_select)
 
 
-def _callbacks(model_dir, timer):
+def _callbacks(model_dir, timer, chief):
+    """The run's callbacks; only the chief writes files (SPEC §8)."""
+    # First: a NaN loss must stop the run before the epoch's state is saved.
+    guard = StopOnNonFiniteLoss(os.path.join(model_dir, rd.CHECKPOINT_DIR))
+    if not chief:
+        return [guard, timer]
     return [
-        # First: a NaN loss must stop the run before BackupAndRestore saves it.
-        StopOnNonFiniteLoss(os.path.join(model_dir, rd.CHECKPOINT_DIR)),
-        keras.callbacks.BackupAndRestore(
-            os.path.join(model_dir, rd.CHECKPOINT_DIR), save_freq="epoch", delete_checkpoint=False
-        ),
+        guard,
         LearningRateLogger(),
         keras.callbacks.CSVLogger(os.path.join(model_dir, rd.HISTORY_FILE), append=True),
         keras.callbacks.TensorBoard(os.path.join(model_dir, rd.TENSORBOARD_DIR), write_graph=False),
@@ -87,10 +89,17 @@ def run_search(
     rule="argmax",
     seed=0,
     deterministic=False,
+    save_every_steps=100,
     verbose="auto",
     extra_callbacks=(),
 ):
-    """Search on the dataset of `load_arrays`; returns a summary dict."""
+    """Search on the dataset of `load_arrays`; returns a summary dict.
+
+    `save_every_steps`: the training state is saved this often inside an
+    epoch (and at every epoch end), so a killed run loses at most that many
+    steps (`train_loop.py`). Under a multi-worker strategy only the chief
+    writes; the other workers return {"genotype": None, "chief": False}.
+    """
     genotype_path = os.path.join(model_dir, rd.GENOTYPE_FILE)
     if os.path.exists(genotype_path):
         print(f"Search already complete: {genotype_path}")
@@ -98,6 +107,7 @@ def run_search(
     if method not in METHODS:
         raise ValueError(f"run_search.method={method!r} is not one of {', '.join(METHODS)}")
     strategy = make_strategy()  # first: it may split the CPU into logical devices
+    chief = train_loop.is_chief(strategy)
     seed_everything(seed, deterministic)
     arrays = load_arrays()
     train, select, n_train, n_select = search_datasets(
@@ -124,31 +134,34 @@ def run_search(
         f"{strategy.num_replicas_in_sync} replica(s), built in {build_s:.1f} s; "
         f"{n_train} images train the weights, {n_select} select"
     )
-    rd.write_text_atomic(os.path.join(model_dir, rd.OPERATIVE_CONFIG_FILE), gin.operative_config_str())
+    if chief:
+        rd.write_text_atomic(os.path.join(model_dir, rd.OPERATIVE_CONFIG_FILE), gin.operative_config_str())
 
-    timer = StepTimer(os.path.join(model_dir, rd.TIMING_FILE))
-    # shuffle=False: the tf.data pipeline shuffles (Keras would only warn).
-    callbacks = _callbacks(model_dir, timer) + list(extra_callbacks)
-    model.fit(train, epochs=epochs, callbacks=callbacks, verbose=verbose, shuffle=False)
+    timer = StepTimer(os.path.join(model_dir, rd.TIMING_FILE) if chief else None)
+    callbacks = _callbacks(model_dir, timer, chief) + list(extra_callbacks)
+    train_loop.fit(model, train, epochs=epochs, strategy=strategy,
+                   checkpoint_dir=os.path.join(model_dir, rd.CHECKPOINT_DIR), callbacks=callbacks,
+                   save_every_steps=save_every_steps, steps_per_epoch=steps_per_epoch, verbose=verbose)
+    if not chief:
+        return {"genotype": None, "chief": False, "resumed_complete": False}
     rd.save_weights_atomic(model, os.path.join(model_dir, rd.SUPERNET_WEIGHTS_FILE))
 
     # Selection (Algorithm 1, steps 6-13): frozen weights, inference mode.
-    mean_coeffs, num_samples = mean_coefficients(model, select)
+    mean_coeffs, num_samples, selection_accuracy = mean_coefficients(model, select)
     write_attention(os.path.join(model_dir, rd.ATTENTION_FILE), mean_coeffs, num_samples)
     source = {"method": method, "dataset": arrays.name, "seed": seed}
     genotype = select_genotype(mean_coeffs, rule, source)
     write_genotype(genotype_path, genotype)
     plots = write_run_plots(model_dir)  # Fig. 4 heatmaps, Appendix A cell diagrams
-    evaluation = model.evaluate(select, verbose=0, return_dict=True)
     summary = {
         "build_s": build_s,
         **timer.summary(),
-        "selection_accuracy": float(evaluation["accuracy"]),
+        "selection_accuracy": selection_accuracy,
         "wall_s": time.perf_counter() - started,
     }
     rd.write_text_atomic(os.path.join(model_dir, rd.TIMING_FILE), json.dumps(summary, indent=1) + "\n")
     rd.write_text_atomic(os.path.join(model_dir, rd.OPERATIVE_CONFIG_FILE), gin.operative_config_str())
-    return {"genotype": genotype, "resumed_complete": False, "plots": plots, **summary}
+    return {"genotype": genotype, "chief": True, "resumed_complete": False, "plots": plots, **summary}
 
 
 def describe(genotype):

@@ -17,21 +17,24 @@ import numpy as np
 from asmnas_tf.genotype import Cell, Edge, Genotype
 from asmnas_tf.primitives import EDGES, INTERMEDIATE_NODES, PRIMITIVES, reduction_indices
 from asmnas_tf.run_dir import write_text_atomic
-from asmnas_tf.search_model import COEFFICIENTS
+from asmnas_tf.inference import accuracy, outputs_and_labels
+from asmnas_tf.search_model import COEFFICIENTS, LOGITS
 
 RULES = ("argmax", "top2")
 _ZERO = PRIMITIVES.index("zero")
 
 
 def mean_coefficients(model, dataset):
-    """Mean coefficient per (cell, edge, op) over `dataset`: shape [L, 14, |O|].
+    """(mean coefficient per (cell, edge, op) [L, 14, |O|], samples, accuracy) over `dataset`.
 
-    `predict` runs the model in inference mode (BN uses its moving
-    statistics, nothing is updated): the weights stay frozen.
+    Inference mode (BN uses its moving statistics, nothing is updated): the
+    weights stay frozen. Run in this process alone (`inference.py`), so it
+    works the same under every strategy. `accuracy`: the supernet's on
+    `dataset`, from the same pass.
     """
-    outputs = model.predict(dataset, verbose=0)
+    outputs, labels = outputs_and_labels(model, dataset)
     coefficients = np.asarray(outputs[COEFFICIENTS], dtype=np.float64)
-    return coefficients.mean(axis=0), coefficients.shape[0]
+    return coefficients.mean(axis=0), coefficients.shape[0], accuracy(outputs[LOGITS], labels)
 
 
 def _argmax_edges(cell_coefficients):

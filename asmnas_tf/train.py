@@ -6,12 +6,12 @@
    ImageNet pipeline (`data.imagenet`). The normalisation is saved in the
    run directory for the export.
 3. Build the network (`eval_net`), report its size (`size.json`), train it
-   with `model.fit` under a `tf.distribute` strategy: SGD with coupled L2,
+   with `train_loop.fit` under a `tf.distribute` strategy: SGD with coupled L2,
    cosine or linear decay, drop-path scheduled by epoch, auxiliary loss.
 4. Test accuracy at the end, in `results.json`; the model in `model.keras`.
 
-An interrupted run resumes from its last epoch checkpoint (Keras
-`BackupAndRestore`); a finished one (`results.json` present) is not run again.
+An interrupted run resumes from its last saved state, inside an epoch
+(`train_loop.py`); a finished one (`results.json` present) is not run again.
 """
 
 import json
@@ -22,13 +22,15 @@ import gin
 import keras
 
 from asmnas_tf import run_dir as rd
+from asmnas_tf import train_loop
 from asmnas_tf.callbacks import LearningRateLogger, StepTimer, StopOnNonFiniteLoss
 from asmnas_tf.data import channel_stats, load_arrays, make_dataset
 from asmnas_tf.distribute import make_strategy
 from asmnas_tf.drop_path import DropPathSchedule
-from asmnas_tf.eval_model import compile_eval_model
+from asmnas_tf.eval_model import LOGITS, compile_eval_model
 from asmnas_tf.eval_net import build_eval_net, resolve_genotype
 from asmnas_tf.export import MODEL_FILE, write_normalization
+from asmnas_tf.inference import classification_metrics, outputs_and_labels
 from asmnas_tf.optim import CoupledSGD
 from asmnas_tf.search import seed_everything
 from asmnas_tf.size_report import describe_size, size_report
@@ -70,14 +72,16 @@ def _imagenet_data(batch_size, eval_batch_size, seed):
             ("train", "test", "num_train", "num_test", "image_shape", "num_classes", "mean", "std", "name")}
 
 
-def _callbacks(model_dir, drop_path, epochs, timer, extra):
+def _callbacks(model_dir, drop_path, epochs, timer, extra, chief):
+    """The run's callbacks; only the chief writes files (SPEC §8)."""
+    # First: a NaN loss must stop the run before the epoch's state is saved.
+    guard = StopOnNonFiniteLoss(os.path.join(model_dir, rd.CHECKPOINT_DIR))
+    schedule = DropPathSchedule(drop_path, epochs)
+    if not chief:
+        return [guard, schedule, timer, *extra]
     return [
-        # First: a NaN loss must stop the run before BackupAndRestore saves it.
-        StopOnNonFiniteLoss(os.path.join(model_dir, rd.CHECKPOINT_DIR)),
-        keras.callbacks.BackupAndRestore(
-            os.path.join(model_dir, rd.CHECKPOINT_DIR), save_freq="epoch", delete_checkpoint=False
-        ),
-        DropPathSchedule(drop_path, epochs),
+        guard,
+        schedule,
         LearningRateLogger(),
         keras.callbacks.CSVLogger(os.path.join(model_dir, rd.HISTORY_FILE), append=True),
         keras.callbacks.TensorBoard(os.path.join(model_dir, rd.TENSORBOARD_DIR), write_graph=False),
@@ -108,10 +112,15 @@ def run_train(
     drop_path=0.2,
     seed=0,
     deterministic=False,
+    save_every_steps=100,
     verbose="auto",
     extra_callbacks=(),
 ):
     """Train and test the evaluation network of `genotype`; returns a summary dict.
+
+    `save_every_steps`: how often the training state is saved inside an
+    epoch (`train_loop.py`). Under a multi-worker strategy only the chief
+    writes and tests; the other workers return {"chief": False}.
 
     `genotype`: a genotype.json path or a named genotype ('DARTS_V2', ...).
     `num_cells`: the depth; None takes the file's (15 for a named genotype).
@@ -132,29 +141,39 @@ def run_train(
     cells = resolve_genotype(genotype, num_cells)
     os.makedirs(model_dir, exist_ok=True)  # bin/train has prepared it; direct callers may not
     strategy = make_strategy()  # first: it may split the CPU into logical devices
+    chief = train_loop.is_chief(strategy)
     seed_everything(seed, deterministic)
     loader = _array_data if data == "arrays" else _imagenet_data
     d = loader(batch_size, eval_batch_size, seed)
     steps_per_epoch = d["num_train"] // batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"run_train.batch_size={batch_size} is larger than the {d['num_train']} training images")
-    write_normalization(model_dir, d["mean"], d["std"], d["image_shape"], d["num_classes"], d["name"])
+    if chief:
+        write_normalization(model_dir, d["mean"], d["std"], d["image_shape"], d["num_classes"], d["name"])
 
     started = time.perf_counter()
     with strategy.scope():
         model = build_eval_net(cells, d["image_shape"], d["num_classes"])
         compile_eval_model(model, train_optimizer(total_steps=epochs * steps_per_epoch))
     size = size_report(model)
-    _write_json(os.path.join(model_dir, SIZE_FILE), size)
+    if chief:
+        _write_json(os.path.join(model_dir, SIZE_FILE), size)
     print(f"Evaluation network: {len(cells.cells)} cells, {describe_size(size)}; "
           f"{strategy.num_replicas_in_sync} replica(s); {d['num_train']} training images")
-    rd.write_text_atomic(os.path.join(model_dir, rd.OPERATIVE_CONFIG_FILE), gin.operative_config_str())
+    if chief:
+        rd.write_text_atomic(os.path.join(model_dir, rd.OPERATIVE_CONFIG_FILE), gin.operative_config_str())
 
-    timer = StepTimer(os.path.join(model_dir, rd.TIMING_FILE))
-    callbacks = _callbacks(model_dir, drop_path, epochs, timer, list(extra_callbacks))
-    # shuffle=False: the tf.data pipeline shuffles (Keras would only warn).
-    history = model.fit(d["train"], epochs=epochs, callbacks=callbacks, verbose=verbose, shuffle=False)
-    evaluation = model.evaluate(d["test"], verbose=0, return_dict=True)
+    timer = StepTimer(os.path.join(model_dir, rd.TIMING_FILE) if chief else None)
+    callbacks = _callbacks(model_dir, drop_path, epochs, timer, list(extra_callbacks), chief)
+    history = train_loop.fit(model, d["train"], epochs=epochs, strategy=strategy,
+                             checkpoint_dir=os.path.join(model_dir, rd.CHECKPOINT_DIR), callbacks=callbacks,
+                             save_every_steps=save_every_steps, steps_per_epoch=steps_per_epoch,
+                             verbose=verbose)
+    if not chief:
+        return {"chief": False, "resumed_complete": False}
+    # In this process alone: no collective ops, so the same under every strategy.
+    outputs, labels = outputs_and_labels(model, d["test"])
+    evaluation = classification_metrics(outputs[LOGITS], labels)
     _save_model_atomic(model, os.path.join(model_dir, MODEL_FILE))
     results = {
         "test_accuracy": float(evaluation["accuracy"]),

@@ -272,7 +272,7 @@ def test_tiny_first_order_search_trains_and_selects():
     alpha = np.asarray(model.architecture_variables[0])
     assert np.abs(alpha - alpha_before).max() > 1e-2  # 16 Adam steps at 3e-3
 
-    mean, _ = mean_coefficients(model, tf.data.Dataset.from_tensor_slices(x[64:]).batch(64))
+    mean, _, _ = mean_coefficients(model, tf.data.Dataset.from_tensor_slices(x[64:]).batch(64))
     np.testing.assert_allclose(mean, _softmax(alpha.astype("float64")), atol=1e-6)
     genotype = select_genotype(mean, "argmax", {"method": "darts1"})
     assert len(genotype.cells) == 1 and len(genotype.cells[0].edges) == 14

@@ -1,0 +1,125 @@
+"""SIGKILL in the middle of an epoch, run the same command again: the same result.
+
+With `deterministic = True` a search (and a training) killed mid-epoch and
+restarted ends byte-identical to an uninterrupted run of the same command:
+weights, optimizer slots, step and data position are all restored.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import FASHION_MNIST_DIR, REPO_ROOT
+
+needs_fashion_mnist = pytest.mark.skipif(
+    not os.path.isdir(FASHION_MNIST_DIR), reason="apt-get install dataset-fashion-mnist"
+)
+SEARCH = [
+    os.path.join(REPO_ROOT, "bin", "search"),
+    "--gin_file=search/fashion_mnist.gin",
+    "--gin_param=load_arrays.train_subset = 512",
+    "--gin_param=load_arrays.test_subset = 64",
+    "--gin_param=build_supernet.num_cells = 2",
+    "--gin_param=build_supernet.channels = 4",
+    "--gin_param=build_supernet.attention_hidden_units = 8",
+    "--gin_param=run_search.batch_size = 32",
+    "--gin_param=run_search.epochs = 2",
+    "--gin_param=run_search.save_every_steps = 2",
+    "--gin_param=run_search.deterministic = True",
+    "--gin_param=run_search.verbose = 0",
+]
+TRAIN = [
+    os.path.join(REPO_ROOT, "bin", "train"),
+    "--gin_file=train/fashion_mnist.gin",
+    "--gin_param=run_train.genotype = 'DARTS_V2'",
+    "--gin_param=run_train.num_cells = 2",
+    "--gin_param=build_eval_net.channels = 4",
+    "--gin_param=load_arrays.train_subset = 512",
+    "--gin_param=load_arrays.test_subset = 128",
+    "--gin_param=run_train.batch_size = 32",
+    "--gin_param=run_train.epochs = 2",
+    "--gin_param=run_train.save_every_steps = 3",
+    "--gin_param=run_train.deterministic = True",
+    "--gin_param=run_train.verbose = 0",
+]
+
+
+def _start(command, model_dir):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.Popen([sys.executable, *command, f"--model_dir={model_dir}"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _state(model_dir):
+    try:
+        with open(os.path.join(model_dir, "checkpoints", "latest.json")) as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return state["epoch"], state["step"]
+
+
+def _kill_inside_epoch(process, model_dir, epoch, timeout=600):
+    """SIGKILL `process` once it has saved a state inside `epoch` (step > 0)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = _state(model_dir)
+        if state and state[0] == epoch and state[1] > 0:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            return state
+        assert process.poll() is None, process.stderr.read()[-3000:]
+        time.sleep(0.05)
+    raise AssertionError(f"no state inside epoch {epoch} within {timeout} s")
+
+
+def _weights(path):
+    arrays = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: arrays.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return arrays
+
+
+def _kill_and_resume(tmp_path, command, epoch):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    uninterrupted = _start(command, straight)
+    victim = _start(command, killed)
+    state = _kill_inside_epoch(victim, killed, epoch)
+    assert victim.returncode == -signal.SIGKILL
+    resumed = _start(command, killed)
+    for process in (uninterrupted, resumed):
+        _, err = process.communicate(timeout=900)
+        assert process.returncode == 0, err[-3000:]
+    return straight, killed, state
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_search_killed_mid_epoch_resumes_to_the_same_genotype(tmp_path):
+    straight, killed, state = _kill_and_resume(tmp_path, SEARCH, epoch=1)
+    assert state[1] in (2, 4, 6)  # inside epoch 1 (8 steps), saved every 2
+    for name in ("genotype.json", "attention.json"):
+        assert (killed / name).read_bytes() == (straight / name).read_bytes(), name
+    a, b = _weights(straight / "supernet.weights.h5"), _weights(killed / "supernet.weights.h5")
+    assert a.keys() == b.keys() and len(a) > 10
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    epochs = [row.split(",")[0] for row in (killed / "history.csv").read_text().splitlines()[1:]]
+    assert epochs == ["0", "1"]  # epoch 0 logged by the first process, epoch 1 by the second
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_training_killed_mid_epoch_resumes_to_the_same_model(tmp_path):
+    straight, killed, state = _kill_and_resume(tmp_path, TRAIN, epoch=1)
+    assert state[1] in (3, 6, 9, 12, 15)  # inside epoch 1 (16 steps), saved every 3
+    results = [json.loads((d / "results.json").read_text()) for d in (straight, killed)]
+    assert results[0]["test_accuracy"] == results[1]["test_accuracy"]
+    assert results[0]["test_loss"] == results[1]["test_loss"]
