@@ -183,6 +183,21 @@ def run(main_fn):
         sys.exit(130)
 
 
+def prepare_run_dir(model_dir, config):
+    """Create or resume the run directory, on the chief only.
+
+    The strategy comes first: under a multi-worker strategy every worker runs
+    the same command with the same --model_dir (a shared folder), and only
+    the chief writes there (the others read the saved state to resume).
+    """
+    from asmnas_tf import run_dir
+    from asmnas_tf.distribute import make_strategy
+    from asmnas_tf.train_loop import is_chief
+
+    if is_chief(make_strategy()):
+        run_dir.prepare(model_dir, config)
+
+
 def require_model_dir():
     if not FLAGS.model_dir:
         raise ConfigError("--model_dir is required")

@@ -31,12 +31,21 @@ import tensorflow as tf
 STATE_FILE = "latest.json"  # {"epoch", "step", "weights"}: written last, atomically
 
 
+class WorkerLostError(ValueError):
+    """A worker of a multi-worker cluster stopped; the message is one line."""
+
+
+# What a collective op raises when a peer worker is gone.
+_PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.AbortedError,
+                tf.errors.DeadlineExceededError, tf.errors.InternalError)
+
+
 def is_chief(strategy):
     """The chief (or worker 0 when the cluster names no chief, or the only
     process) writes; the other workers only compute."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
+    if not is_multi_worker(strategy):
         return True
+    resolver = strategy.cluster_resolver
     if resolver.task_type == "chief":
         return True
     has_chief = "chief" in resolver.cluster_spec().as_dict()
@@ -79,6 +88,31 @@ def _train_function(model, strategy):
         return {k: strategy.reduce("MEAN", v, axis=None) for k, v in logs.items()}
 
     return train
+
+
+def _run_step(train, batch, strategy, checkpoint_dir):
+    """One step; under several workers a lost peer becomes one clear line.
+
+    TensorFlow cannot go on with fewer workers: every worker must be started
+    again, and they resume together from the last saved state.
+    """
+    try:
+        return train(batch)
+    except _PEER_ERRORS as error:
+        if not is_multi_worker(strategy):
+            raise
+        epoch, step, weights = read_state(checkpoint_dir)
+        kept = f"the last saved state (epoch {epoch}, step {step})" if weights else "no saved state yet"
+        first_line = (str(error.message).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise WorkerLostError(
+            f"a worker of the cluster stopped ({type(error).__name__}: {first_line}); {kept} is in "
+            f"{checkpoint_dir}; run the same command again on every worker to resume"
+        ) from None
+
+
+def is_multi_worker(strategy):
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return bool(resolver is not None and resolver.task_type)
 
 
 def _python_logs(logs):
@@ -126,7 +160,7 @@ def fit(model, dataset, *, epochs, strategy, checkpoint_dir, callbacks=(), save_
             if step < skip:
                 continue  # trained before the restart: read, not trained again
             callback_list.on_train_batch_begin(step)
-            logs = _python_logs(train(batch))
+            logs = _python_logs(_run_step(train, batch, strategy, checkpoint_dir))
             callback_list.on_train_batch_end(step, logs)
             if chief and save_every_steps and (step + 1) % save_every_steps == 0:
                 save_state(model, checkpoint_dir, epoch, step + 1)
