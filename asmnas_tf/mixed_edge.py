@@ -7,6 +7,12 @@ convolutions and its attention module T1..T4) lives in ONE flat variable,
 sliced in `call`, and the BatchNorm statistics of all its ops in one pair of
 variables: ~250 trainable tensors for the whole paper-size supernet.
 
+The graph of an edge is kept small too (its node count, times 210 edges, is
+what tracing and Grappler spend the first step on; bench/README.md,
+"Start-up levers"): the ops' pre-BN outputs are concatenated on the channel
+axis and normalised by one fused BatchNorm per stage, and the attention
+embedding and the weighted sum work on those concatenations, one block per op.
+
 The maths is the reference op layers' (`op_math.py`, `attention.py`); the
 tests check equal outputs and gradients on the same weights.
 """
@@ -15,6 +21,8 @@ import itertools
 import math
 
 import keras
+import numpy as np
+import tensorflow as tf
 from keras import ops
 
 from asmnas_tf import attention, op_math
@@ -28,6 +36,16 @@ MIXINGS = ("attention", "uniform", "alpha")
 # supernet, SPEC §2, so only moving statistics are stored).
 _BN_SLOTS = ("max_pool", "avg_pool", "sep3_a", "sep3_b", "sep5_a", "sep5_b", "dil3", "dil5")
 _BN_SLOTS_STRIDED = _BN_SLOTS + ("skip",)
+# The fused edge normalises its ops in two concatenations (stage 1: from the
+# edge input; stage 2: the second halves of the separable convolutions), with
+# the BN slots as channel blocks in this order; "skip" only at stride 2.
+_STAGE1 = ("sep3_a", "sep5_a", "max_pool", "avg_pool", "dil3", "dil5")
+_STAGE2 = ("sep3_b", "sep5_b")
+# The op outputs in the order of the edge's blocks (final1, final2[, x]).
+_OUTPUT_ORDER = {
+    1: ("max_pool_3x3", "avg_pool_3x3", "dil_conv_3x3", "dil_conv_5x5", "sep_conv_3x3", "sep_conv_5x5", "skip_connect"),
+    2: ("max_pool_3x3", "avg_pool_3x3", "dil_conv_3x3", "dil_conv_5x5", "skip_connect", "sep_conv_3x3", "sep_conv_5x5"),
+}
 
 
 def _conv_piece_shapes(channels, stride):
@@ -46,6 +64,45 @@ def _conv_piece_shapes(channels, stride):
     if stride == 2:
         pieces += [("skip_even", (1, 1, c, c // 2), c), ("skip_odd", (1, 1, c, c // 2), c)]
     return pieces
+
+
+def _stage1(stride):
+    return _STAGE1 + (("skip",) if stride == 2 else ())
+
+
+def _batch_norm_train(y):
+    """Normalised y, and its per-channel mean and variance over N, H, W.
+
+    TensorFlow's fused BatchNorm is one op forward and one backward (against
+    ~20 for moments + normalisation). It normalises with the biased variance
+    but returns the unbiased one (for PyTorch-style moving averages; see
+    `_update_moving_stats`). float64 has no fused kernel: moments, biased.
+    """
+    if y.dtype == tf.float64:
+        mean, variance = op_math.batch_moments(y)
+        return op_math.normalize(y, mean, variance), mean, variance
+    channels = y.shape[-1]
+    out, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+        y, tf.ones([channels]), tf.zeros([channels]), epsilon=op_math.BN_EPSILON, is_training=True
+    )
+    return out, mean, variance
+
+
+def _blocks(y, channels):
+    """[B, H, W, n * C] -> [B, H, W, n, C]: one block per op."""
+    spatial = [tf.shape(y)[i] if y.shape[i] is None else y.shape[i] for i in (1, 2)]
+    return tf.reshape(y, [-1, *spatial, y.shape[-1] // channels, channels])
+
+
+def _permutation(order, to_primitives, dtype):
+    """0/1 matrix that maps columns in `order` to PRIMITIVES order (or back).
+
+    A product with it is exact (one 1 per column) and costs one MatMul
+    forward and one backward, against a gather's transposes.
+    """
+    matrix = np.zeros((len(order), len(PRIMITIVES)), dtype=tf.as_dtype(dtype).as_numpy_dtype)
+    matrix[np.arange(len(order)), [PRIMITIVES.index(name) for name in order]] = 1.0
+    return tf.constant(matrix if to_primitives else matrix.T)
 
 
 @_register
@@ -122,55 +179,75 @@ class MixedEdge(keras.layers.Layer):
                 f"Expected an alpha row exactly when mixing='alpha'. "
                 f"Received: mixing={self.mixing!r}, alpha={'None' if alpha is None else 'a tensor'}"
             )
+        x = tf.convert_to_tensor(x)
         w = self.unpack(ops.cast(self.kernel, self.compute_dtype))
-        batch_stats = {}
-
-        def bn(slot, y):
-            index = self.bn_slots.index(slot)
-            if training:
-                mean, variance = op_math.batch_moments(y)
-                batch_stats[slot] = (mean, variance)
-            else:
-                mean, variance = self.moving_mean[index], self.moving_variance[index]
-            return op_math.normalize(y, ops.cast(mean, y.dtype), ops.cast(variance, y.dtype))
-
-        def dil_conv(inp, prefix, k, stride, dilation, slot, dw="dw", pw="pw"):
-            y = op_math.depthwise_conv(inp, w[f"{prefix}_{dw}"], stride, dilation)
-            return bn(slot, op_math.pointwise_conv(y, w[f"{prefix}_{pw}"]))
-
         s = self.stride
         relu_x = ops.relu(x)  # shared by every conv op of the edge
-        outputs = {"zero": None}
-        outputs["max_pool_3x3"] = bn("max_pool", op_math.max_pool_3x3(x, s))
-        outputs["avg_pool_3x3"] = bn("avg_pool", op_math.avg_pool_3x3(x, s))
-        if s == 1:
-            outputs["skip_connect"] = x
-        else:
-            reduced = op_math.factorized_reduce_convs(relu_x, w["skip_even"], w["skip_odd"])
-            outputs["skip_connect"] = bn("skip", reduced)
-        for k in (3, 5):
-            half = dil_conv(relu_x, f"sep{k}", k, s, 1, f"sep{k}_a", "dw1", "pw1")
-            outputs[f"sep_conv_{k}x{k}"] = dil_conv(ops.relu(half), f"sep{k}", k, 1, 1, f"sep{k}_b", "dw2", "pw2")
-        for k in (3, 5):
-            outputs[f"dil_conv_{k}x{k}"] = dil_conv(relu_x, f"dil{k}", k, s, 2, f"dil{k}")
-        ys = [outputs[name] for name in PRIMITIVES]
 
+        def conv(inp, dw, pw, stride, dilation):  # depthwise, then 1x1 (DilConv without its BN)
+            return op_math.pointwise_conv(op_math.depthwise_conv(inp, w[dw], stride, dilation), w[pw])
+
+        # Stage 1: every op up to its (first) BatchNorm, all from x, as the
+        # channel blocks `_stage1(s)`. BN is per channel, so the BN of the
+        # concatenation is the BN of each (one fused op each way).
+        first = [conv(relu_x, f"sep{k}_dw1", f"sep{k}_pw1", s, 1) for k in (3, 5)]
+        first += [op_math.max_pool_3x3(x, s), op_math.avg_pool_3x3(x, s)]
+        first += [conv(relu_x, f"dil{k}_dw", f"dil{k}_pw", s, 2) for k in (3, 5)]
+        if s == 2:
+            first += op_math.factorized_reduce_halves(relu_x, w["skip_even"], w["skip_odd"])
+        stats = []
+        normed = self._batch_norm(tf.concat(first, axis=-1), _stage1(s), training, stats)
+        c = self.channels
+        sep_a, final1 = tf.split(normed, [2 * c, normed.shape[-1] - 2 * c], axis=-1)
+        # Stage 2: the second halves of both separable convolutions.
+        halves = tf.split(ops.relu(sep_a), 2, axis=-1)
+        second = [conv(half, f"sep{k}_dw2", f"sep{k}_pw2", 1, 1) for k, half in zip((3, 5), halves)]
+        final2 = self._batch_norm(tf.concat(second, axis=-1), _STAGE2, training, stats)
         if training:
-            self._update_moving_stats(batch_stats)
-        batch = ops.shape(x)[0]
+            self._update_moving_stats(stats, final2)
+        # The op outputs as channel blocks of final1 (max, avg, dil3, dil5
+        # [, skip]), final2 (sep3, sep5) and, at stride 1, x (skip).
+        groups = [final1, final2] + ([x] if s == 1 else [])
+        order = _OUTPUT_ORDER[s]
+
         if self.mixing == "attention":
-            coeffs = attention.coefficients(attention.embed(ys), w)
+            # eq. 4.3 per block, then in PRIMITIVES order (zero's e_k is 0).
+            means = [tf.reduce_mean(_blocks(y, self.channels), axis=[1, 2, 4]) for y in groups]
+            means = tf.concat(means, axis=1)
+            embedding = tf.matmul(means, _permutation(order, True, means.dtype))
+            coeffs = attention.coefficients(embedding, w)
         elif self.mixing == "alpha":
             # eq. 3.1: the same softmax(alpha) for every sample, so selection
             # reads it per sample. In alpha's dtype: float32 variables even
             # under mixed precision (`alphas.py`).
             probabilities = ops.softmax(alpha, axis=-1)
-            coeffs = ops.broadcast_to(probabilities[None, :], (batch, len(PRIMITIVES)))
+            coeffs = ops.broadcast_to(probabilities[None, :], (tf.shape(x)[0], len(PRIMITIVES)))
         else:
-            coeffs = ops.full((batch, len(PRIMITIVES)), 1.0 / len(PRIMITIVES), dtype="float32")
+            coeffs = ops.full((tf.shape(x)[0], len(PRIMITIVES)), 1.0 / len(PRIMITIVES), dtype="float32")
         if self.replacement is not None:
             coeffs = self._replace(coeffs)
-        return attention.weighted_sum(ys, coeffs), coeffs
+        # eq. 4.2, per block: sum_k a_k y_k.
+        a = tf.matmul(tf.cast(coeffs, x.dtype), _permutation(order, False, x.dtype))
+        a = tf.split(tf.reshape(a, [-1, 1, 1, len(order), 1]), [y.shape[-1] // c for y in groups], axis=3)
+        mixed = None
+        for y, a_y in zip(groups, a):
+            term = tf.reduce_sum(_blocks(y, self.channels) * a_y, axis=3)
+            mixed = term if mixed is None else mixed + term
+        return mixed, coeffs
+
+    def _batch_norm(self, y, slots, training, stats):
+        """BatchNorm(affine=False) of y, whose channel blocks are `slots`.
+
+        In training, batch statistics (appended to `stats`), else the moving ones.
+        """
+        if training:
+            y, mean, variance = _batch_norm_train(y)
+            stats.append((mean, variance))
+            return y
+        index = [self.bn_slots.index(slot) for slot in slots]
+        mean = tf.reshape(tf.gather(tf.convert_to_tensor(self.moving_mean), index), [-1])
+        variance = tf.reshape(tf.gather(tf.convert_to_tensor(self.moving_variance), index), [-1])
+        return op_math.normalize(y, tf.cast(mean, y.dtype), tf.cast(variance, y.dtype))
 
     def _replace(self, coeffs):
         """One-hot coefficients of op `replacement` where it is >= 0 (see __init__)."""
@@ -178,12 +255,24 @@ class MixedEdge(keras.layers.Layer):
         one_hot = ops.one_hot(ops.maximum(k, 0), len(PRIMITIVES), dtype=coeffs.dtype)
         return ops.where(k >= 0, ops.broadcast_to(one_hot[None, :], ops.shape(coeffs)), coeffs)
 
-    def _update_moving_stats(self, batch_stats):
+    def _update_moving_stats(self, stats, y):
+        """Moving averages of the batch statistics of both stages, in bn_slots order.
+
+        Keras's BN (the reference) averages the biased variance: the fused
+        BN's unbiased one times (n - 1) / n, n = B H W of the normalised `y`.
+        """
         dtype = self.moving_mean.dtype  # float32, or float64 in a float64 layer
-        means = [ops.cast(batch_stats[slot][0], dtype) for slot in self.bn_slots]
-        variances = [ops.cast(batch_stats[slot][1], dtype) for slot in self.bn_slots]
-        self.moving_mean.assign(op_math.moving_average(self.moving_mean, ops.stack(means)))
-        self.moving_variance.assign(op_math.moving_average(self.moving_variance, ops.stack(variances)))
+        slots = _stage1(self.stride) + _STAGE2
+        index = [slots.index(slot) for slot in self.bn_slots]
+        mean, variance = (
+            tf.gather(tf.reshape(tf.cast(tf.concat(values, axis=0), dtype), [len(slots), -1]), index)
+            for values in zip(*stats)
+        )
+        if y.dtype != tf.float64:
+            count = tf.cast(tf.shape(y)[0] * y.shape[1] * y.shape[2], dtype)
+            variance = variance * ((count - 1.0) / count)
+        self.moving_mean.assign(op_math.moving_average(self.moving_mean, mean))
+        self.moving_variance.assign(op_math.moving_average(self.moving_variance, variance))
 
     def compute_output_spec(self, x, alpha=None, training=None):
         out_shape = list(x.shape)

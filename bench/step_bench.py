@@ -34,6 +34,23 @@ flags.DEFINE_string("genotype", "DARTS_V2", "eval network: genotype.json path or
 flags.DEFINE_enum("method", "asm", ["asm", "uniform"], "mixing of the edges")
 flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"], "Keras dtype policy")
 flags.DEFINE_bool("xla", False, "jit_compile the train step")
+flags.DEFINE_list(
+    "grappler_off", [],
+    "Grappler passes to turn off for this run (tf.config.optimizer.set_experimental_options), e.g. "
+    "constant_folding,arithmetic_optimization; 'all' disables the meta optimizer (every pass). "
+    "See 'Start-up levers' in bench/README.md.",
+)
+flags.DEFINE_list(
+    "rewriter", [],
+    "RewriterConfig fields for the functions this thread calls, as field=VALUE, e.g. "
+    "memory_optimization=NO_MEM_OPT,meta_optimizer_iterations=ONE (fields that "
+    "set_experimental_options does not reach; set through the private function_call_options).",
+)
+flags.DEFINE_bool(
+    "static_batch", False,
+    "batch with drop_remainder=True, so the train step is traced with a known batch size "
+    "(shape arithmetic of the gradients folds away)",
+)
 flags.DEFINE_integer("steps", 6, "steps timed after the first (median reported)")
 flags.DEFINE_string("results", "bench/results.jsonl", "JSON lines file to append to")
 FLAGS = flags.FLAGS
@@ -41,6 +58,34 @@ FLAGS = flags.FLAGS
 
 def _peak_rss_gb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # Linux: KiB
+
+
+def grappler_options(names):
+    """`--grappler_off` as options for tf.config.optimizer.set_experimental_options."""
+    if "all" in names:
+        return {"disable_meta_optimizer": True}
+    return {name: False for name in names}
+
+
+def set_rewriter_fields(fields):
+    """Sets RewriterConfig `field=VALUE` pairs on this thread's function call options.
+
+    `tf.config.optimizer.set_experimental_options` exposes neither the memory
+    optimizer nor the number of meta-optimizer iterations; tf.function calls
+    read their ConfigProto from the eager context's function_call_options.
+    """
+    from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2
+    from tensorflow.python.eager import context
+
+    options = context.context().function_call_options
+    config = config_pb2.ConfigProto()
+    config.ParseFromString(options.config_proto_serialized)
+    rewrite = config.graph_options.rewrite_options
+    for field in fields:
+        name, value = field.split("=")
+        enum = rewriter_config_pb2.RewriterConfig.DESCRIPTOR.fields_by_name[name].enum_type
+        setattr(rewrite, name, enum.values_by_name[value].number if enum else int(value))
+    options.config_proto_serialized = config
 
 
 def main(argv):
@@ -56,6 +101,10 @@ def main(argv):
     from asmnas_tf.supernet import build_supernet
 
     keras.mixed_precision.set_global_policy(FLAGS.precision)
+    if FLAGS.grappler_off:
+        tf.config.optimizer.set_experimental_options(grappler_options(FLAGS.grappler_off))
+    if FLAGS.rewriter:
+        set_rewriter_fields(FLAGS.rewriter)  # after set_experimental_options, which resets it
     keras.utils.set_random_seed(0)
     shape = (FLAGS.image_size, FLAGS.image_size, FLAGS.image_channels)
     started = time.perf_counter()
@@ -74,7 +123,8 @@ def main(argv):
     n = FLAGS.batch * (FLAGS.steps + 1)
     x = rng.normal(size=(n, *shape)).astype("float32")
     y = rng.integers(0, FLAGS.classes, n).astype("int32")
-    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(FLAGS.batch).cache().prefetch(2)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(FLAGS.batch, drop_remainder=FLAGS.static_batch)
+    data = data.cache().prefetch(2)
     times = []
 
     class Timer(keras.callbacks.Callback):
@@ -94,13 +144,16 @@ def main(argv):
         "num_cells": FLAGS.num_cells, "channels": FLAGS.channels, "batch": FLAGS.batch,
         "image": f"{FLAGS.image_size}x{FLAGS.image_size}x{FLAGS.image_channels}",
         "method": FLAGS.method, "precision": FLAGS.precision, "xla": FLAGS.xla,
+        "grappler_off": ",".join(FLAGS.grappler_off), "rewriter": ",".join(FLAGS.rewriter),
+        "static_batch": FLAGS.static_batch,
         "trainable_tensors": len(model.trainable_weights), "params": int(model.count_params()),
         "build_s": round(build_s, 2), "first_step_s": round(first_step_s, 2),
         "steady_step_s": round(steady, 4), "images_per_s": round(FLAGS.batch / steady, 2),
         "peak_rss_gb": round(_peak_rss_gb(), 2), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "tensorflow": tf.__version__, "keras": keras.__version__,
     }
-    keys = ["network", "num_cells", "channels", "batch", "image", "method", "precision", "xla", "build_s",
+    keys = ["network", "num_cells", "channels", "batch", "image", "method", "precision", "xla", "grappler_off",
+            "rewriter", "build_s",
             "first_step_s", "steady_step_s", "images_per_s", "peak_rss_gb"]
     print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
     print("| " + " | ".join(str(row[k]) for k in keys) + " |")

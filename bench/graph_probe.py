@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Where the first training step goes: graph size, tracing, first execution.
+
+Two measurements, each in this fresh process:
+
+- `--what=edge`: one `MixedEdge` (C channels, stride 1 and 2, training mode),
+  forward + backward (gradients of a scalar loss w.r.t. the input and the
+  edge's flat kernel) as one `tf.function`. Reports the number of graph ops
+  and the most common op types.
+- `--what=step`: the supernet's `train_step` as a `tf.function`, split into
+  tracing (Python -> graph: `get_concrete_function`) and the first call
+  (Grappler, placement, kernel creation, one execution), then the median of
+  the next calls. Reports the ops of the traced graph.
+
+  .venv/bin/python bench/graph_probe.py --what=edge
+  .venv/bin/python bench/graph_probe.py --what=step --num_cells=2
+"""
+
+import collections
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+flags.DEFINE_enum("what", "edge", ["edge", "step"], "what to probe")
+flags.DEFINE_integer("num_cells", 2, "L (step)")
+flags.DEFINE_integer("channels", 8, "C")
+flags.DEFINE_integer("batch", 32, "batch")
+flags.DEFINE_integer("image_size", 28, "H = W")
+flags.DEFINE_integer("image_channels", 1, "input channels (step)")
+flags.DEFINE_string("grappler", "", "comma-separated Grappler passes to turn off, or all (as step_bench.py)")
+flags.DEFINE_integer("top", 12, "op types listed")
+flags.DEFINE_string("results", "", "JSON lines file to append to (empty: none)")
+FLAGS = flags.FLAGS
+
+
+def _count(graph):
+    """Ops of a graph and of every function in its library (nested bodies)."""
+    types = collections.Counter(op.type for op in graph.get_operations())
+    for fdef in graph.as_graph_def().library.function:
+        types.update(node.op for node in fdef.node_def)
+    return types
+
+
+def _edge(tf, stride):
+    from asmnas_tf.mixed_edge import MixedEdge
+
+    c, size = FLAGS.channels, FLAGS.image_size
+    edge = MixedEdge(c, stride)
+    x = tf.random.normal((FLAGS.batch, size, size, c))
+    edge(x)
+
+    @tf.function
+    def fwd_bwd(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            mixed, _ = edge(x, training=True)
+            loss = tf.reduce_sum(mixed)
+        return tape.gradient(loss, [x, edge.kernel])
+
+    started = time.perf_counter()
+    # Batch dimension unknown, as in `fit`'s trace (the dataset's last batch may be short).
+    graph = fwd_bwd.get_concrete_function(tf.TensorSpec([None, *x.shape[1:]], x.dtype)).graph
+    trace_s = time.perf_counter() - started
+    types = _count(graph)
+    return {"what": "edge", "stride": stride, "channels": c, "ops": sum(types.values()),
+            "trace_s": round(trace_s, 3), "top": types.most_common(FLAGS.top)}
+
+
+def _step(tf, keras):
+    import numpy as np
+
+    from asmnas_tf.optim import search_optimizer
+    from asmnas_tf.search_model import compile_supernet
+    from asmnas_tf.supernet import build_supernet
+
+    keras.utils.set_random_seed(0)
+    shape = (FLAGS.image_size, FLAGS.image_size, FLAGS.image_channels)
+    model = build_supernet(shape, 10, num_cells=FLAGS.num_cells, channels=FLAGS.channels)
+    compile_supernet(model, search_optimizer(total_steps=1000))
+    x = tf.constant(np.random.default_rng(0).normal(size=(FLAGS.batch, *shape)).astype("float32"))
+    y = tf.constant(np.arange(FLAGS.batch) % 10, dtype=tf.int32)
+    step = tf.function(model.train_step)
+    started = time.perf_counter()
+    concrete = step.get_concrete_function((x, y))
+    trace_s = time.perf_counter() - started
+    types = _count(concrete.graph)
+    started = time.perf_counter()
+    step((x, y))
+    first_call_s = time.perf_counter() - started
+    times = []
+    for _ in range(4):
+        started = time.perf_counter()
+        step((x, y))
+        times.append(time.perf_counter() - started)
+    return {"what": "step", "num_cells": FLAGS.num_cells, "channels": FLAGS.channels, "batch": FLAGS.batch,
+            "grappler_off": FLAGS.grappler, "ops": sum(types.values()), "trace_s": round(trace_s, 2),
+            "first_call_s": round(first_call_s, 2), "steady_s": round(float(np.median(times)), 4),
+            "top": types.most_common(FLAGS.top)}
+
+
+def main(argv):
+    del argv
+    import keras
+    import tensorflow as tf
+
+    if FLAGS.grappler:
+        names = FLAGS.grappler.split(",")
+        options = {"disable_meta_optimizer": True} if "all" in names else {name: False for name in names}
+        tf.config.optimizer.set_experimental_options(options)
+    rows = [_edge(tf, 1), _edge(tf, 2)] if FLAGS.what == "edge" else [_step(tf, keras)]
+    for row in rows:
+        print(json.dumps(row))
+        if FLAGS.results:
+            with open(FLAGS.results, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    app.run(main)
