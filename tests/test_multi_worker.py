@@ -91,7 +91,9 @@ def test_two_workers_search_like_one_process_with_two_replicas(tmp_path):
 
     two, one = read_genotype(tmp_path / "two" / "genotype.json"), read_genotype(tmp_path / "one" / "genotype.json")
     assert [[e.op for e in c.edges] for c in two.cells] == [[e.op for e in c.edges] for c in one.cells]
-    np.testing.assert_allclose(_coefficients(tmp_path / "two"), _coefficients(tmp_path / "one"), atol=TOLERANCE)
+    difference = np.abs(_coefficients(tmp_path / "two") - _coefficients(tmp_path / "one")).max()
+    print(f"\n2 workers vs 1 process x 2 replicas: same ops; largest coefficient difference {difference:.2e}")
+    assert difference <= TOLERANCE
     # One history, one set of plots: the chief's.
     assert len((tmp_path / "two" / "history.csv").read_text().splitlines()) == 3
 

@@ -92,6 +92,7 @@ def _kill_and_resume(tmp_path, command, epoch):
     uninterrupted = _start(command, straight)
     victim = _start(command, killed)
     state = _kill_inside_epoch(victim, killed, epoch)
+    print(f"\nSIGKILL after the state of epoch {state[0]}, step {state[1]} was saved")
     assert victim.returncode == -signal.SIGKILL
     resumed = _start(command, killed)
     for process in (uninterrupted, resumed):
