@@ -131,7 +131,8 @@ def run_stability(search_dir, cells=None, batch_size=256):
                   f"accuracy {accuracy:.4f} ({accuracy - baseline:+.4f})", flush=True)
 
     os.makedirs(out_dir, exist_ok=True)
-    title = f"{method}: {os.path.basename(os.path.normpath(search_dir))}"
+    # The run's own name: its last two path parts (a compare sub-run is <method-seed>/search).
+    title = f"{method}: {os.path.join(*os.path.normpath(os.path.abspath(search_dir)).split(os.sep)[-2:])}"
     plot_path = os.path.join(out_dir, PLOT_FILE)
     plot_stability(rows, plot_path, title=title)
     table_path = os.path.join(out_dir, TABLE_FILE)
@@ -205,8 +206,8 @@ def plot_stability(rows, path, title=None):
         ax.set_title(f"cell {cell}", fontsize=10)
         ax.set_xlabel("edge index")
         ax.set_ylabel("accuracy")
-        if position == 0:
-            ax.legend(fontsize=8, loc="lower left")
+    # One legend for the figure, outside the panels: it never hides a point.
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=9)
     if title:
         fig.suptitle(f"Stability (Fig. 3), {title}")
     save_figure(fig, path)
