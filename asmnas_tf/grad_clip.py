@@ -37,6 +37,7 @@ def clip_by_global_norm(gradients, clipnorm):
     convergence bound (eq. 4.22).
     """
     global_gradients = all_reduce_sum(gradients)
-    norm_sq = ops.sum(ops.stack([ops.sum(ops.square(g)) for g in global_gradients]))
+    # One L2Loss (sum(g^2) / 2) per tensor and one AddN: fewer ops to trace (issue 5).
+    norm_sq = 2.0 * tf.add_n([tf.nn.l2_loss(g) for g in global_gradients])
     scale = ops.minimum(1.0, clipnorm / (ops.sqrt(norm_sq) + 1e-6))
     return [g * ops.cast(scale, g.dtype) for g in gradients], norm_sq

@@ -7,10 +7,16 @@ w -= lr buf). Keras's SGD differs on both counts: its `weight_decay` is
 decoupled and its momentum buffer absorbs the learning rate, which matters
 under a cosine schedule. The global-norm clip is done by the model's
 train step on the all-reduced gradient (see `search_model.py`).
+
+The update of each variable is TensorFlow's fused `ResourceApplyMomentum`
+kernel (TF1's MomentumOptimizer, whose momentum form is PyTorch's) instead of
+a chain of Keras ops: fewer graph ops to trace and optimise before the first
+step (issue 5).
 """
 
 import gin
 import keras
+import tensorflow as tf
 from keras import ops
 
 
@@ -36,13 +42,16 @@ class CoupledSGD(keras.optimizers.Optimizer):
         ]
 
     def update_step(self, gradient, variable, learning_rate):
-        learning_rate = ops.cast(learning_rate, variable.dtype)
-        gradient = ops.cast(gradient, variable.dtype)
+        # `variable` is a tf.Variable here (a replica's component under tf.distribute).
+        dtype = variable.dtype
+        gradient = ops.cast(gradient, dtype)
         if self.l2:
-            gradient = gradient + ops.cast(self.l2, variable.dtype) * variable
-        buffer = self.momentums[self._get_variable_index(variable)]
-        self.assign(buffer, ops.cast(self.momentum, variable.dtype) * buffer + gradient)
-        self.assign_sub(variable, learning_rate * buffer)
+            gradient = gradient + ops.cast(self.l2, dtype) * variable
+        buffer = self.momentums[self._get_variable_index(variable)].value
+        # buf = momentum * buf + g; w -= lr * buf: PyTorch's SGD, in one kernel.
+        tf.raw_ops.ResourceApplyMomentum(
+            var=variable.handle, accum=buffer.handle, lr=ops.cast(learning_rate, dtype), grad=gradient,
+            momentum=ops.cast(self.momentum, dtype), use_locking=False, use_nesterov=False)
 
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "l2": self.l2}

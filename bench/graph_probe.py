@@ -34,6 +34,7 @@ flags.DEFINE_integer("batch", 32, "batch")
 flags.DEFINE_integer("image_size", 28, "H = W")
 flags.DEFINE_integer("image_channels", 1, "input channels (step)")
 flags.DEFINE_string("grappler", "", "comma-separated Grappler passes to turn off, or all (as step_bench.py)")
+flags.DEFINE_bool("reference_update", False, "the per-variable update and per-tensor clip of before (reference_update.py)")
 flags.DEFINE_integer("top", 12, "op types listed")
 flags.DEFINE_string("results", "", "JSON lines file to append to (empty: none)")
 FLAGS = flags.FLAGS
@@ -99,7 +100,7 @@ def _step(tf, keras):
         step((x, y))
         times.append(time.perf_counter() - started)
     return {"what": "step", "num_cells": FLAGS.num_cells, "channels": FLAGS.channels, "batch": FLAGS.batch,
-            "grappler_off": FLAGS.grappler, "ops": sum(types.values()), "trace_s": round(trace_s, 2),
+            "grappler_off": FLAGS.grappler, "reference_update": FLAGS.reference_update, "ops": sum(types.values()), "trace_s": round(trace_s, 2),
             "first_call_s": round(first_call_s, 2), "steady_s": round(float(np.median(times)), 4),
             "top": types.most_common(FLAGS.top)}
 
@@ -109,6 +110,10 @@ def main(argv):
     import keras
     import tensorflow as tf
 
+    if FLAGS.reference_update:
+        import reference_update
+
+        reference_update.use()
     if FLAGS.grappler:
         names = FLAGS.grappler.split(",")
         options = {"disable_meta_optimizer": True} if "all" in names else {name: False for name in names}

@@ -51,6 +51,7 @@ flags.DEFINE_bool(
     "batch with drop_remainder=True, so the train step is traced with a known batch size "
     "(shape arithmetic of the gradients folds away)",
 )
+flags.DEFINE_bool("reference_update", False, "the per-variable update and per-tensor clip of before (reference_update.py)")
 flags.DEFINE_integer("steps", 6, "steps timed after the first (median reported)")
 flags.DEFINE_string("results", "bench/results.jsonl", "JSON lines file to append to")
 FLAGS = flags.FLAGS
@@ -100,6 +101,10 @@ def main(argv):
     from asmnas_tf.search_model import compile_supernet
     from asmnas_tf.supernet import build_supernet
 
+    if FLAGS.reference_update:
+        import reference_update
+
+        reference_update.use()
     keras.mixed_precision.set_global_policy(FLAGS.precision)
     if FLAGS.grappler_off:
         tf.config.optimizer.set_experimental_options(grappler_options(FLAGS.grappler_off))
@@ -145,7 +150,7 @@ def main(argv):
         "image": f"{FLAGS.image_size}x{FLAGS.image_size}x{FLAGS.image_channels}",
         "method": FLAGS.method, "precision": FLAGS.precision, "xla": FLAGS.xla,
         "grappler_off": ",".join(FLAGS.grappler_off), "rewriter": ",".join(FLAGS.rewriter),
-        "static_batch": FLAGS.static_batch,
+        "static_batch": FLAGS.static_batch, "reference_update": FLAGS.reference_update,
         "trainable_tensors": len(model.trainable_weights), "params": int(model.count_params()),
         "build_s": round(build_s, 2), "first_step_s": round(first_step_s, 2),
         "steady_step_s": round(steady, 4), "images_per_s": round(FLAGS.batch / steady, 2),
@@ -153,7 +158,7 @@ def main(argv):
         "tensorflow": tf.__version__, "keras": keras.__version__,
     }
     keys = ["network", "num_cells", "channels", "batch", "image", "method", "precision", "xla", "grappler_off",
-            "rewriter", "build_s",
+            "rewriter", "reference_update", "build_s",
             "first_step_s", "steady_step_s", "images_per_s", "peak_rss_gb"]
     print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
     print("| " + " | ".join(str(row[k]) for k in keys) + " |")
