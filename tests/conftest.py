@@ -12,6 +12,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 _cpus = tf.config.list_physical_devices("CPU")
@@ -20,3 +21,23 @@ tf.config.set_logical_device_configuration(
 )
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+needs_fashion_mnist = pytest.mark.skipif(
+    not os.path.isdir(FASHION_MNIST_DIR), reason="apt-get install dataset-fashion-mnist"
+)
+
+
+def gin_params(*bindings):
+    return [f"--gin_param={binding}" for binding in bindings]
+
+
+# The tiny search on real Fashion-MNIST that the end-to-end tests share:
+# 2 cells, C = 4, 256 images train the weights and 256 select, batch 32
+# (8 steps an epoch). Each test adds its epochs, strategy and switches.
+TINY_SEARCH = ["--gin_file=search/fashion_mnist.gin", *gin_params(
+    "load_arrays.train_subset = 512",
+    "load_arrays.test_subset = 64",
+    "build_supernet.num_cells = 2",
+    "build_supernet.channels = 4",
+    "build_supernet.attention_hidden_units = 8",
+    "run_search.batch_size = 32",
+)]

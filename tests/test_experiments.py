@@ -9,7 +9,7 @@ import sys
 import gin
 import numpy as np
 import pytest
-from conftest import FASHION_MNIST_DIR, REPO_ROOT
+from conftest import REPO_ROOT, TINY_SEARCH, gin_params, needs_fashion_mnist
 
 from asmnas_tf import cli
 from asmnas_tf.experiments import compare, stability, timing
@@ -18,21 +18,8 @@ from asmnas_tf.primitives import EDGES
 
 EXPERIMENT = os.path.join(REPO_ROOT, "bin", "experiment")
 SEARCH = os.path.join(REPO_ROOT, "bin", "search")
-TINY_SEARCH = [
-    "--gin_file=search/fashion_mnist.gin",
-    "--gin_param=load_arrays.train_subset = 512",
-    "--gin_param=load_arrays.test_subset = 64",
-    "--gin_param=build_supernet.num_cells = 2",
-    "--gin_param=build_supernet.channels = 4",
-    "--gin_param=build_supernet.attention_hidden_units = 8",
-    "--gin_param=run_search.batch_size = 32",
-    "--gin_param=run_search.epochs = 1",
-    "--gin_param=run_search.verbose = 0",
-    "--gin_param=make_strategy.kind = 'default'",
-]
-needs_fashion_mnist = pytest.mark.skipif(
-    not os.path.isdir(FASHION_MNIST_DIR), reason="apt-get install dataset-fashion-mnist"
-)
+SEARCH_ONE_EPOCH = TINY_SEARCH + gin_params("run_search.epochs = 1", "run_search.verbose = 0",
+                                            "make_strategy.kind = 'default'")
 
 
 def _run(script, *args):
@@ -82,7 +69,7 @@ def _accuracy_from_rows(rows):
 def test_stability_sweep_on_a_searched_supernet(tmp_path, method):
     search_dir = tmp_path / "search"
     extra = ["--gin_file=search/darts.gin", "--gin_param=run_search.method = 'darts1'"] if method != "asm" else []
-    result = _run(SEARCH, *TINY_SEARCH, *extra, f"--model_dir={search_dir}")
+    result = _run(SEARCH, *SEARCH_ONE_EPOCH, *extra, f"--model_dir={search_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (search_dir / "supernet.weights.h5").stat().st_size > 10_000
 

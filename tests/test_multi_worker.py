@@ -18,25 +18,13 @@ import numpy as np
 import pytest
 
 from asmnas_tf.genotype import read_genotype
-from conftest import FASHION_MNIST_DIR, REPO_ROOT
+from conftest import REPO_ROOT, TINY_SEARCH, gin_params, needs_fashion_mnist
 
-needs_fashion_mnist = pytest.mark.skipif(
-    not os.path.isdir(FASHION_MNIST_DIR), reason="apt-get install dataset-fashion-mnist"
-)
-SEARCH = [
-    os.path.join(REPO_ROOT, "bin", "search"),
-    "--gin_file=search/fashion_mnist.gin",
-    "--gin_param=load_arrays.train_subset = 512",
-    "--gin_param=load_arrays.test_subset = 64",
-    "--gin_param=build_supernet.num_cells = 2",
-    "--gin_param=build_supernet.channels = 4",
-    "--gin_param=build_supernet.attention_hidden_units = 8",
-    "--gin_param=run_search.batch_size = 32",
-    "--gin_param=run_search.epochs = 2",
-    "--gin_param=run_search.save_every_steps = 2",
-    "--gin_param=run_search.deterministic = True",
-    "--gin_param=run_search.verbose = 0",
-]
+# Two epochs of 8 steps, the state saved every 2 steps, deterministic.
+SEARCH = [os.path.join(REPO_ROOT, "bin", "search"), *TINY_SEARCH, *gin_params(
+    "run_search.epochs = 2", "run_search.save_every_steps = 2", "run_search.deterministic = True",
+    "run_search.verbose = 0")]
+
 MULTI_WORKER = "--gin_param=make_strategy.kind = 'multi_worker'"
 # Coefficients of a 2-worker run against a 1-process 2-replica run: the same
 # maths, the all-reduce sums in another order.

@@ -1,13 +1,12 @@
 """A NaN loss stops the run with one clear error and keeps the last good checkpoint."""
 
 import hashlib
-import os
 
 import gin
 import keras
 import numpy as np
 import pytest
-from conftest import FASHION_MNIST_DIR
+from conftest import needs_fashion_mnist
 
 from asmnas_tf import cli, search
 from asmnas_tf.callbacks import NonFiniteLossError
@@ -43,7 +42,7 @@ class PoisonAtEpoch(keras.callbacks.Callback):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.isdir(FASHION_MNIST_DIR), reason="needs dataset-fashion-mnist")
+@needs_fashion_mnist
 def test_nan_loss_stops_the_search_and_keeps_the_last_checkpoint(tmp_path):
     checkpoint = tmp_path / "checkpoints"
     poison = PoisonAtEpoch(1, checkpoint)

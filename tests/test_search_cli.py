@@ -11,24 +11,10 @@ import pytest
 
 from asmnas_tf import cli, search
 from asmnas_tf.genotype import read_genotype
-from conftest import FASHION_MNIST_DIR, REPO_ROOT
+from conftest import REPO_ROOT, TINY_SEARCH, gin_params, needs_fashion_mnist
 
 SEARCH = os.path.join(REPO_ROOT, "bin", "search")
-TINY = [
-    "--gin_file=search/fashion_mnist.gin",
-    "--gin_param=load_arrays.train_subset = 512",
-    "--gin_param=load_arrays.test_subset = 64",
-    "--gin_param=build_supernet.num_cells = 2",
-    "--gin_param=build_supernet.channels = 4",
-    "--gin_param=build_supernet.attention_hidden_units = 8",
-    "--gin_param=run_search.batch_size = 32",
-    "--gin_param=run_search.epochs = 1",
-    "--gin_param=run_search.deterministic = True",
-    "--gin_param=run_search.verbose = 2",
-]
-needs_fashion_mnist = pytest.mark.skipif(
-    not os.path.isdir(FASHION_MNIST_DIR), reason="apt-get install dataset-fashion-mnist"
-)
+TINY = TINY_SEARCH + gin_params("run_search.epochs = 1", "run_search.deterministic = True", "run_search.verbose = 2")
 
 
 def run_search(*args):

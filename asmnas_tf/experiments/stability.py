@@ -29,6 +29,7 @@ from asmnas_tf import run_dir as rd
 from asmnas_tf.data import load_arrays
 from asmnas_tf.distribute import make_strategy
 from asmnas_tf.genotype import read_genotype
+from asmnas_tf.inference import accuracy
 from asmnas_tf.mixed_edge import MixedEdge
 from asmnas_tf.primitives import EDGES, PRIMITIVES, cell_name, edge_name
 from asmnas_tf.search import search_datasets
@@ -57,8 +58,7 @@ def _edge_layers(model, cell):
 
 
 def _accuracy(model, images, labels):
-    logits = model.predict(images, verbose=0)[LOGITS]
-    return float(np.mean(np.argmax(logits, axis=-1) == labels))
+    return accuracy(model.predict(images, verbose=0)[LOGITS], labels)
 
 
 def _selection_arrays(select):
