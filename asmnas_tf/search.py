@@ -30,6 +30,7 @@ from asmnas_tf.architect import DartsModel, architecture_optimizer, compile_dart
 from asmnas_tf.callbacks import LearningRateLogger, StepTimer, StopOnNonFiniteLoss
 from asmnas_tf.data import channel_stats, load_arrays, make_dataset, split_halves
 from asmnas_tf.distribute import make_strategy
+from asmnas_tf.graph_options import lean_grappler_on_cpu
 from asmnas_tf.genotype import read_genotype, write_genotype
 from asmnas_tf.optim import search_optimizer
 from asmnas_tf.plots import write_run_plots
@@ -107,6 +108,7 @@ def run_search(
     if method not in METHODS:
         raise ValueError(f"run_search.method={method!r} is not one of {', '.join(METHODS)}")
     strategy = make_strategy()  # first: it may split the CPU into logical devices
+    lean_grappler_on_cpu()
     chief = train_loop.is_chief(strategy)
     seed_everything(seed, deterministic)
     arrays = load_arrays()

@@ -26,6 +26,7 @@ from asmnas_tf import train_loop
 from asmnas_tf.callbacks import LearningRateLogger, StepTimer, StopOnNonFiniteLoss
 from asmnas_tf.data import channel_stats, load_arrays, make_dataset
 from asmnas_tf.distribute import make_strategy
+from asmnas_tf.graph_options import lean_grappler_on_cpu
 from asmnas_tf.drop_path import DropPathSchedule
 from asmnas_tf.eval_model import LOGITS, compile_eval_model
 from asmnas_tf.eval_net import build_eval_net, resolve_genotype
@@ -141,6 +142,7 @@ def run_train(
     cells = resolve_genotype(genotype, num_cells)
     os.makedirs(model_dir, exist_ok=True)  # bin/train has prepared it; direct callers may not
     strategy = make_strategy()  # first: it may split the CPU into logical devices
+    lean_grappler_on_cpu()
     chief = train_loop.is_chief(strategy)
     seed_everything(seed, deterministic)
     loader = _array_data if data == "arrays" else _imagenet_data

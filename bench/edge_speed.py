@@ -24,6 +24,7 @@ flags.DEFINE_integer("batch", 16, "batch")
 flags.DEFINE_integer("image_size", 32, "H = W")
 flags.DEFINE_integer("stride", 1, "edge stride")
 flags.DEFINE_integer("repeats", 30, "timed calls")
+flags.DEFINE_enum("mixing", "attention", ["attention", "uniform"], "the edge's mixing")
 flags.DEFINE_string("label", "", "label of this run in the output")
 FLAGS = flags.FLAGS
 
@@ -35,7 +36,7 @@ def main(argv):
 
     from asmnas_tf.mixed_edge import MixedEdge
 
-    edge = MixedEdge(FLAGS.channels, FLAGS.stride)
+    edge = MixedEdge(FLAGS.channels, FLAGS.stride, mixing=FLAGS.mixing)
     x = tf.random.normal((FLAGS.batch, FLAGS.image_size, FLAGS.image_size, FLAGS.channels))
     edge(x)
 
@@ -56,6 +57,7 @@ def main(argv):
         times.append(time.perf_counter() - started)
     print(json.dumps({"what": "edge_speed", "label": FLAGS.label, "channels": FLAGS.channels,
                       "batch": FLAGS.batch, "image_size": FLAGS.image_size, "stride": FLAGS.stride,
+                      "mixing": FLAGS.mixing,
                       "median_ms": round(1000 * float(np.median(times)), 2),
                       "min_ms": round(1000 * float(np.min(times)), 2)}))
 

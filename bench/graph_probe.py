@@ -34,7 +34,8 @@ flags.DEFINE_integer("batch", 32, "batch")
 flags.DEFINE_integer("image_size", 28, "H = W")
 flags.DEFINE_integer("image_channels", 1, "input channels (step)")
 flags.DEFINE_string("grappler", "", "comma-separated Grappler passes to turn off, or all (as step_bench.py)")
-flags.DEFINE_bool("reference_update", False, "the per-variable update and per-tensor clip of before (reference_update.py)")
+flags.DEFINE_bool("reference_update", False,
+                  "the per-variable update and per-tensor clip of before (reference_update.py)")
 flags.DEFINE_integer("top", 12, "op types listed")
 flags.DEFINE_string("results", "", "JSON lines file to append to (empty: none)")
 FLAGS = flags.FLAGS
@@ -100,7 +101,8 @@ def _step(tf, keras):
         step((x, y))
         times.append(time.perf_counter() - started)
     return {"what": "step", "num_cells": FLAGS.num_cells, "channels": FLAGS.channels, "batch": FLAGS.batch,
-            "grappler_off": FLAGS.grappler, "reference_update": FLAGS.reference_update, "ops": sum(types.values()), "trace_s": round(trace_s, 2),
+            "grappler_off": FLAGS.grappler, "reference_update": FLAGS.reference_update,
+            "ops": sum(types.values()), "trace_s": round(trace_s, 2),
             "first_call_s": round(first_call_s, 2), "steady_s": round(float(np.median(times)), 4),
             "top": types.most_common(FLAGS.top)}
 

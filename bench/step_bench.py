@@ -31,7 +31,11 @@ flags.DEFINE_integer("image_channels", 3, "input channels")
 flags.DEFINE_integer("classes", 10, "classes")
 flags.DEFINE_enum("network", "supernet", ["supernet", "eval"], "which network trains")
 flags.DEFINE_string("genotype", "DARTS_V2", "eval network: genotype.json path or named genotype")
-flags.DEFINE_enum("method", "asm", ["asm", "uniform"], "mixing of the edges")
+flags.DEFINE_enum(
+    "method", "asm", ["asm", "uniform", "darts1", "darts2"],
+    "supernet: ASM attention mixing, fixed uniform mixing, or DARTS first / second order "
+    "(a DARTS step = architecture step + weight step, timed through architect.step_functions)",
+)
 flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"], "Keras dtype policy")
 flags.DEFINE_bool("xla", False, "jit_compile the train step")
 flags.DEFINE_list(
@@ -47,11 +51,17 @@ flags.DEFINE_list(
     "set_experimental_options does not reach; set through the private function_call_options).",
 )
 flags.DEFINE_bool(
+    "lean_grappler", True,
+    "graph_options.lean_grappler_on_cpu, as bin/search and bin/train: no memory optimizer, one "
+    "meta-optimizer iteration (CPU only; --nolean_grappler for Grappler's defaults)",
+)
+flags.DEFINE_bool(
     "static_batch", False,
     "batch with drop_remainder=True, so the train step is traced with a known batch size "
     "(shape arithmetic of the gradients folds away)",
 )
-flags.DEFINE_bool("reference_update", False, "the per-variable update and per-tensor clip of before (reference_update.py)")
+flags.DEFINE_bool("reference_update", False,
+                  "the per-variable update and per-tensor clip of before (reference_update.py)")
 flags.DEFINE_integer("steps", 6, "steps timed after the first (median reported)")
 flags.DEFINE_string("results", "bench/results.jsonl", "JSON lines file to append to")
 FLAGS = flags.FLAGS
@@ -68,25 +78,30 @@ def grappler_options(names):
     return {name: False for name in names}
 
 
-def set_rewriter_fields(fields):
-    """Sets RewriterConfig `field=VALUE` pairs on this thread's function call options.
+def _time_darts(model, x, y):
+    """First and median DARTS iteration (architecture step, then weight step), and the halves.
 
-    `tf.config.optimizer.set_experimental_options` exposes neither the memory
-    optimizer nor the number of meta-optimizer iterations; tf.function calls
-    read their ConfigProto from the eager context's function_call_options.
+    The step functions are `architect.step_functions` (the same ones as the
+    timing experiment); the batches are the first two of the random data.
     """
-    from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2
-    from tensorflow.python.eager import context
+    import numpy as np
+    import tensorflow as tf
 
-    options = context.context().function_call_options
-    config = config_pb2.ConfigProto()
-    config.ParseFromString(options.config_proto_serialized)
-    rewrite = config.graph_options.rewrite_options
-    for field in fields:
-        name, value = field.split("=")
-        enum = rewriter_config_pb2.RewriterConfig.DESCRIPTOR.fields_by_name[name].enum_type
-        setattr(rewrite, name, enum.values_by_name[value].number if enum else int(value))
-    options.config_proto_serialized = config
+    from asmnas_tf.architect import step_functions
+
+    b = FLAGS.batch
+    batch = ((tf.constant(x[:b]), tf.constant(y[:b])), (tf.constant(x[b:2 * b]), tf.constant(y[b:2 * b])))
+    functions = step_functions(model)
+    halves = {"architecture": [], "weight": []}
+    for _ in range(FLAGS.steps + 1):
+        for name in ("architecture", "weight"):
+            started = time.perf_counter()
+            tf.nest.map_structure(np.asarray, functions[name](batch))
+            halves[name].append(time.perf_counter() - started)
+    first = halves["architecture"][0] + halves["weight"][0]
+    medians = {name: float(np.median(values[1:])) for name, values in halves.items()}
+    parts = {"architecture_step_s": round(medians["architecture"], 4), "weight_step_s": round(medians["weight"], 4)}
+    return first, medians["architecture"] + medians["weight"], parts
 
 
 def main(argv):
@@ -95,7 +110,9 @@ def main(argv):
     import numpy as np
     import tensorflow as tf
 
+    from asmnas_tf.architect import architecture_optimizer, compile_darts
     from asmnas_tf.eval_model import compile_eval_model
+    from asmnas_tf.graph_options import lean_grappler_on_cpu, set_rewriter_fields
     from asmnas_tf.eval_net import build_eval_net, resolve_genotype
     from asmnas_tf.optim import search_optimizer
     from asmnas_tf.search_model import compile_supernet
@@ -108,12 +125,21 @@ def main(argv):
     keras.mixed_precision.set_global_policy(FLAGS.precision)
     if FLAGS.grappler_off:
         tf.config.optimizer.set_experimental_options(grappler_options(FLAGS.grappler_off))
+    # After set_experimental_options, which resets the function-call options.
+    if FLAGS.lean_grappler:
+        lean_grappler_on_cpu()  # what bin/search and bin/train do on a CPU host
     if FLAGS.rewriter:
-        set_rewriter_fields(FLAGS.rewriter)  # after set_experimental_options, which resets it
+        set_rewriter_fields(dict(field.split("=") for field in FLAGS.rewriter))
     keras.utils.set_random_seed(0)
     shape = (FLAGS.image_size, FLAGS.image_size, FLAGS.image_channels)
     started = time.perf_counter()
-    if FLAGS.network == "supernet":
+    darts = FLAGS.network == "supernet" and FLAGS.method.startswith("darts")
+    if darts:
+        model = build_supernet(shape, FLAGS.classes, num_cells=FLAGS.num_cells, channels=FLAGS.channels,
+                               mixing="alpha")
+        compile_darts(model, search_optimizer(total_steps=1000), architecture_optimizer(),
+                      second_order=FLAGS.method == "darts2")
+    elif FLAGS.network == "supernet":
         model = build_supernet(shape, FLAGS.classes, num_cells=FLAGS.num_cells, channels=FLAGS.channels,
                                mixing="attention" if FLAGS.method == "asm" else "uniform")
         compile_supernet(model, search_optimizer(total_steps=1000))
@@ -139,26 +165,31 @@ def main(argv):
         def on_train_batch_end(self, batch, logs=None):
             times.append(time.perf_counter() - self.t)
 
-    fit_started = time.perf_counter()
-    model.fit(data.take(1), epochs=1, verbose=0)
-    first_step_s = time.perf_counter() - fit_started
-    model.fit(data.skip(1), epochs=1, verbose=0, callbacks=[Timer()])
-    steady = float(np.median(times))
+    parts = {}
+    if darts:
+        first_step_s, steady, parts = _time_darts(model, x, y)
+    else:
+        fit_started = time.perf_counter()
+        model.fit(data.take(1), epochs=1, verbose=0)
+        first_step_s = time.perf_counter() - fit_started
+        model.fit(data.skip(1), epochs=1, verbose=0, callbacks=[Timer()])
+        steady = float(np.median(times))
     row = {
         "network": FLAGS.network if FLAGS.network == "supernet" else f"eval:{FLAGS.genotype}",
         "num_cells": FLAGS.num_cells, "channels": FLAGS.channels, "batch": FLAGS.batch,
         "image": f"{FLAGS.image_size}x{FLAGS.image_size}x{FLAGS.image_channels}",
         "method": FLAGS.method, "precision": FLAGS.precision, "xla": FLAGS.xla,
         "grappler_off": ",".join(FLAGS.grappler_off), "rewriter": ",".join(FLAGS.rewriter),
-        "static_batch": FLAGS.static_batch, "reference_update": FLAGS.reference_update,
+        "static_batch": FLAGS.static_batch, "lean_grappler": FLAGS.lean_grappler,
+        "reference_update": FLAGS.reference_update,
         "trainable_tensors": len(model.trainable_weights), "params": int(model.count_params()),
         "build_s": round(build_s, 2), "first_step_s": round(first_step_s, 2),
-        "steady_step_s": round(steady, 4), "images_per_s": round(FLAGS.batch / steady, 2),
+        "steady_step_s": round(steady, 4), **parts, "images_per_s": round(FLAGS.batch / steady, 2),
         "peak_rss_gb": round(_peak_rss_gb(), 2), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "tensorflow": tf.__version__, "keras": keras.__version__,
     }
     keys = ["network", "num_cells", "channels", "batch", "image", "method", "precision", "xla", "grappler_off",
-            "rewriter", "reference_update", "build_s",
+            "lean_grappler", "rewriter", "reference_update", "build_s",
             "first_step_s", "steady_step_s", "images_per_s", "peak_rss_gb"]
     print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
     print("| " + " | ".join(str(row[k]) for k in keys) + " |")

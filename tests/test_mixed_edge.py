@@ -59,16 +59,22 @@ def test_fused_edge_matches_reference(stride, training):
     np.testing.assert_allclose(np.asarray(mixed), np.asarray(ref_mixed), atol=1e-5)
 
 
+@pytest.mark.parametrize("coefficient_loss", [False, True])
 @pytest.mark.parametrize("stride", [1, 2])
-def test_fused_edge_gradients_match_reference(stride):
+def test_fused_edge_gradients_match_reference(stride, coefficient_loss):
+    """Also with a loss term on the coefficients: both inputs of the edge's hand-written backward."""
     x, candidates, attention, edge, ref_w = _pair(stride, seed=1)
     target = tf.constant(np.random.default_rng(2).normal(size=edge(x)[0].shape).astype("float32"))
+    weights = tf.constant(np.random.default_rng(3).normal(size=(3, len(PRIMITIVES))).astype("float32"))
+
+    def loss_of(mixed, coeffs):
+        loss = tf.reduce_mean((mixed - target) ** 2)
+        return loss + tf.reduce_sum(coeffs * weights) if coefficient_loss else loss
+
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(x)
-        ref_mixed, _ = attention([op(x, training=True) for op in candidates.values()])
-        ref_loss = tf.reduce_mean((ref_mixed - target) ** 2)
-        mixed, _ = edge(x, training=True)
-        loss = tf.reduce_mean((mixed - target) ** 2)
+        ref_loss = loss_of(*attention([op(x, training=True) for op in candidates.values()]))
+        loss = loss_of(*edge(x, training=True))
     names = [name for name, _, _ in edge.pieces]
     ref_grads = tape.gradient(ref_loss, [x] + [ref_w[n] for n in names])
     grads = tape.gradient(loss, [x, edge.kernel])
