@@ -17,7 +17,16 @@ if it moves, the run goes on with Grappler's defaults and says so).
 import gin
 import tensorflow as tf
 
-LEAN_CPU_REWRITES = {"memory_optimization": "NO_MEM_OPT", "meta_optimizer_iterations": "ONE"}
+LEAN_CPU_REWRITES = {
+    "memory_optimization": "NO_MEM_OPT",
+    "meta_optimizer_iterations": "ONE",
+    "disable_tfg_optimizer": True,
+    "experimental_conditional_code_motion": "OFF",
+    "constant_folding": "OFF",
+    "layout_optimizer": "OFF",
+    "loop_optimization": "OFF",
+    "implementation_selector": "OFF",
+}
 
 
 def set_rewriter_fields(fields):
@@ -30,8 +39,14 @@ def set_rewriter_fields(fields):
     config.ParseFromString(options.config_proto_serialized)
     rewrite = config.graph_options.rewrite_options
     for name, value in fields.items():
-        enum = rewriter_config_pb2.RewriterConfig.DESCRIPTOR.fields_by_name[name].enum_type
-        setattr(rewrite, name, enum.values_by_name[value].number if enum else int(value))
+        field = rewriter_config_pb2.RewriterConfig.DESCRIPTOR.fields_by_name[name]
+        if field.enum_type:
+            value = field.enum_type.values_by_name[value].number
+        elif field.type == field.TYPE_BOOL:
+            value = str(value).lower() in ("true", "1")
+        else:
+            value = int(value)
+        setattr(rewrite, name, value)
     options.config_proto_serialized = config
 
 

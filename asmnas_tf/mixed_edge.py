@@ -17,6 +17,7 @@ The maths is the reference op layers' (`op_math.py`, `attention.py`); the
 tests check equal outputs and gradients on the same weights.
 """
 
+import collections
 import itertools
 import math
 
@@ -105,6 +106,135 @@ def _permutation(order, to_primitives, dtype):
     return tf.constant(matrix if to_primitives else matrix.T)
 
 
+EdgeSpec = collections.namedtuple("EdgeSpec", "channels stride hidden_units mixing training")
+EdgeSpec.__doc__ = "What shapes an edge's graph: equal specs (and input shapes) share one traced function."
+
+
+def _unpack(flat, pieces):
+    """The flat weight vector split into its pieces, by name, in their shapes.
+
+    One split (and one concat in the gradient) instead of a slice per
+    piece, whose gradients would each be a full-size scatter.
+    """
+    sizes = [math.prod(shape) for _, shape, _ in pieces]
+    parts = ops.split(flat, list(itertools.accumulate(sizes))[:-1])
+    return {name: ops.reshape(part, shape) for (name, shape, _), part in zip(pieces, parts)}
+
+
+def _edge_forward(spec, x, kernel, moving_mean, moving_variance, alpha, replacement):
+    """One edge, eq. 4.2 (+ 4.3-4.5 or 3.1): (mixed, coefficients[, stats]).
+
+    A function of the edge's static `spec` and tensors only, so that the
+    edges of one shape can share one traced graph function (`_edge_graph`).
+    In training it also returns the batch means and variances of both BN
+    stages (concatenated, stage 1 then 2) for the moving averages, which the
+    layer updates outside (a graph function should not assign).
+    """
+    w = _unpack(kernel, _pieces(spec))
+    s = spec.stride
+    c = spec.channels
+    training = spec.training
+    bn_slots = _BN_SLOTS_STRIDED if s == 2 else _BN_SLOTS
+    relu_x = ops.relu(x)  # shared by every conv op of the edge
+
+    def conv(inp, dw, pw, stride, dilation):  # depthwise, then 1x1 (DilConv without its BN)
+        return op_math.pointwise_conv(op_math.depthwise_conv(inp, w[dw], stride, dilation), w[pw])
+
+    def batch_norm(y, slots):  # BatchNorm(affine=False) of y, whose channel blocks are `slots`
+        if training:
+            y, mean, variance = _batch_norm_train(y)
+            stats.append((mean, variance))
+            return y
+        index = [bn_slots.index(slot) for slot in slots]
+        mean = tf.reshape(tf.gather(moving_mean, index), [-1])
+        variance = tf.reshape(tf.gather(moving_variance, index), [-1])
+        return op_math.normalize(y, tf.cast(mean, y.dtype), tf.cast(variance, y.dtype))
+
+    # Stage 1: every op up to its (first) BatchNorm, all from x, as the
+    # channel blocks `_stage1(s)`. BN is per channel, so the BN of the
+    # concatenation is the BN of each (one fused op each way).
+    first = [conv(relu_x, f"sep{k}_dw1", f"sep{k}_pw1", s, 1) for k in (3, 5)]
+    first += [op_math.max_pool_3x3(x, s), op_math.avg_pool_3x3(x, s)]
+    first += [conv(relu_x, f"dil{k}_dw", f"dil{k}_pw", s, 2) for k in (3, 5)]
+    if s == 2:
+        first += op_math.factorized_reduce_halves(relu_x, w["skip_even"], w["skip_odd"])
+    stats = []
+    normed = batch_norm(tf.concat(first, axis=-1), _stage1(s))
+    sep_a, final1 = tf.split(normed, [2 * c, normed.shape[-1] - 2 * c], axis=-1)
+    # Stage 2: the second halves of both separable convolutions.
+    halves = tf.split(ops.relu(sep_a), 2, axis=-1)
+    second = [conv(half, f"sep{k}_dw2", f"sep{k}_pw2", 1, 1) for k, half in zip((3, 5), halves)]
+    final2 = batch_norm(tf.concat(second, axis=-1), _STAGE2)
+    # The op outputs as channel blocks of final1 (max, avg, dil3, dil5
+    # [, skip]), final2 (sep3, sep5) and, at stride 1, x (skip).
+    groups = [final1, final2] + ([x] if s == 1 else [])
+    order = _OUTPUT_ORDER[s]
+
+    if spec.mixing == "attention":
+        # eq. 4.3 per block, then in PRIMITIVES order (zero's e_k is 0).
+        means = [tf.reduce_mean(_blocks(y, c), axis=[1, 2, 4]) for y in groups]
+        means = tf.concat(means, axis=1)
+        embedding = tf.matmul(means, _permutation(order, True, means.dtype))
+        coeffs = attention.coefficients(embedding, w)
+    elif spec.mixing == "alpha":
+        # eq. 3.1: the same softmax(alpha) for every sample, so selection
+        # reads it per sample. In alpha's dtype: float32 variables even
+        # under mixed precision (`alphas.py`).
+        probabilities = ops.softmax(alpha, axis=-1)
+        coeffs = ops.broadcast_to(probabilities[None, :], (tf.shape(x)[0], len(PRIMITIVES)))
+    else:
+        coeffs = ops.full((tf.shape(x)[0], len(PRIMITIVES)), 1.0 / len(PRIMITIVES), dtype="float32")
+    if replacement is not None:
+        # One-hot coefficients of op `replacement` where it is >= 0 (MixedEdge.replacement).
+        one_hot = ops.one_hot(ops.maximum(replacement, 0), len(PRIMITIVES), dtype=coeffs.dtype)
+        coeffs = ops.where(replacement >= 0, ops.broadcast_to(one_hot[None, :], ops.shape(coeffs)), coeffs)
+    # eq. 4.2, per block: sum_k a_k y_k.
+    a = tf.matmul(tf.cast(coeffs, x.dtype), _permutation(order, False, x.dtype))
+    a = tf.split(tf.reshape(a, [-1, 1, 1, len(order), 1]), [y.shape[-1] // c for y in groups], axis=3)
+    mixed = None
+    for y, a_y in zip(groups, a):
+        term = tf.reduce_sum(_blocks(y, c) * a_y, axis=3)
+        mixed = term if mixed is None else mixed + term
+    if not training:
+        return mixed, coeffs
+    return (mixed, coeffs, *(tf.concat(values, axis=0) for values in zip(*stats)))
+
+
+def _pieces(spec):
+    pieces = _conv_piece_shapes(spec.channels, spec.stride)
+    if spec.mixing == "attention":
+        pieces += attention.attention_param_shapes(len(PRIMITIVES), spec.hidden_units)
+    return pieces
+
+
+# How the edges enter the step's graph (bench/README.md, "Edge functions"):
+# "inline": each edge's ops traced into the graph (210 copies at paper size);
+# "function": one tf.function per EdgeSpec and input shape, called by every
+# edge of that shape (traced once; TensorFlow inlines the calls again before
+# Grappler); "noinline": the same, kept as calls, so Grappler and kernel
+# creation also see each edge graph once.
+EDGE_GRAPH_MODES = ("inline", "function", "noinline")
+_EDGE_FUNCTIONS = {
+    "function": tf.function(_edge_forward, autograph=False),
+    "noinline": tf.function(_edge_forward, autograph=False, experimental_attributes={"_noinline": True}),
+}
+_mode = ["function"]
+
+
+def set_edge_graph_mode(mode):
+    """One of EDGE_GRAPH_MODES for the edges called from now on."""
+    if mode not in EDGE_GRAPH_MODES:
+        raise ValueError(f"Expected an edge graph mode in {EDGE_GRAPH_MODES}. Received: {mode!r}")
+    _mode[0] = mode
+
+
+def _edge_graph(spec, *args):
+    if _mode[0] == "inline" or not tf.inside_function():
+        return _edge_forward(spec, *args)
+    return _EDGE_FUNCTIONS[_mode[0]](spec, *args)
+
+
+
 @_register
 class MixedEdge(keras.layers.Layer):
     """Edge (i, j) of a supernet cell: o_bar(x) = sum_k a_k o_k(x) (eq. 4.2).
@@ -129,9 +259,7 @@ class MixedEdge(keras.layers.Layer):
         self.stride = stride
         self.hidden_units = hidden_units
         self.mixing = mixing
-        self.pieces = _conv_piece_shapes(channels, stride)
-        if mixing == "attention":
-            self.pieces += attention.attention_param_shapes(len(PRIMITIVES), hidden_units)
+        self.pieces = _pieces(EdgeSpec(channels, stride, hidden_units, mixing, False))
         self.bn_slots = _BN_SLOTS_STRIDED if stride == 2 else _BN_SLOTS
         # The stability experiment (paper §5.3.1, Fig. 3) replaces one mixed
         # edge at a time by its selected op. It sets this to an int32
@@ -164,14 +292,8 @@ class MixedEdge(keras.layers.Layer):
         return ops.concatenate(parts, axis=0)
 
     def unpack(self, flat):
-        """The flat weight vector split into its pieces, by name, in their shapes.
-
-        One split (and one concat in the gradient) instead of a slice per
-        piece, whose gradients would each be a full-size scatter.
-        """
-        sizes = [math.prod(shape) for _, shape, _ in self.pieces]
-        parts = ops.split(flat, list(itertools.accumulate(sizes))[:-1])
-        return {name: ops.reshape(part, shape) for (name, shape, _), part in zip(self.pieces, parts)}
+        """The flat weight vector split into its pieces, by name, in their shapes."""
+        return _unpack(flat, self.pieces)
 
     def call(self, x, alpha=None, training=None):
         if (alpha is None) != (self.mixing != "alpha"):
@@ -179,94 +301,29 @@ class MixedEdge(keras.layers.Layer):
                 f"Expected an alpha row exactly when mixing='alpha'. "
                 f"Received: mixing={self.mixing!r}, alpha={'None' if alpha is None else 'a tensor'}"
             )
-        x = tf.convert_to_tensor(x)
-        w = self.unpack(ops.cast(self.kernel, self.compute_dtype))
-        s = self.stride
-        relu_x = ops.relu(x)  # shared by every conv op of the edge
-
-        def conv(inp, dw, pw, stride, dilation):  # depthwise, then 1x1 (DilConv without its BN)
-            return op_math.pointwise_conv(op_math.depthwise_conv(inp, w[dw], stride, dilation), w[pw])
-
-        # Stage 1: every op up to its (first) BatchNorm, all from x, as the
-        # channel blocks `_stage1(s)`. BN is per channel, so the BN of the
-        # concatenation is the BN of each (one fused op each way).
-        first = [conv(relu_x, f"sep{k}_dw1", f"sep{k}_pw1", s, 1) for k in (3, 5)]
-        first += [op_math.max_pool_3x3(x, s), op_math.avg_pool_3x3(x, s)]
-        first += [conv(relu_x, f"dil{k}_dw", f"dil{k}_pw", s, 2) for k in (3, 5)]
-        if s == 2:
-            first += op_math.factorized_reduce_halves(relu_x, w["skip_even"], w["skip_odd"])
-        stats = []
-        normed = self._batch_norm(tf.concat(first, axis=-1), _stage1(s), training, stats)
-        c = self.channels
-        sep_a, final1 = tf.split(normed, [2 * c, normed.shape[-1] - 2 * c], axis=-1)
-        # Stage 2: the second halves of both separable convolutions.
-        halves = tf.split(ops.relu(sep_a), 2, axis=-1)
-        second = [conv(half, f"sep{k}_dw2", f"sep{k}_pw2", 1, 1) for k, half in zip((3, 5), halves)]
-        final2 = self._batch_norm(tf.concat(second, axis=-1), _STAGE2, training, stats)
+        spec = EdgeSpec(self.channels, self.stride, self.hidden_units, self.mixing, bool(training))
+        replacement = None if self.replacement is None else tf.convert_to_tensor(self.replacement)
+        result = _edge_graph(
+            spec, tf.convert_to_tensor(x), ops.cast(self.kernel, self.compute_dtype),
+            tf.convert_to_tensor(self.moving_mean), tf.convert_to_tensor(self.moving_variance), alpha, replacement,
+        )
+        mixed, coeffs = result[:2]
         if training:
-            self._update_moving_stats(stats, final2)
-        # The op outputs as channel blocks of final1 (max, avg, dil3, dil5
-        # [, skip]), final2 (sep3, sep5) and, at stride 1, x (skip).
-        groups = [final1, final2] + ([x] if s == 1 else [])
-        order = _OUTPUT_ORDER[s]
-
-        if self.mixing == "attention":
-            # eq. 4.3 per block, then in PRIMITIVES order (zero's e_k is 0).
-            means = [tf.reduce_mean(_blocks(y, self.channels), axis=[1, 2, 4]) for y in groups]
-            means = tf.concat(means, axis=1)
-            embedding = tf.matmul(means, _permutation(order, True, means.dtype))
-            coeffs = attention.coefficients(embedding, w)
-        elif self.mixing == "alpha":
-            # eq. 3.1: the same softmax(alpha) for every sample, so selection
-            # reads it per sample. In alpha's dtype: float32 variables even
-            # under mixed precision (`alphas.py`).
-            probabilities = ops.softmax(alpha, axis=-1)
-            coeffs = ops.broadcast_to(probabilities[None, :], (tf.shape(x)[0], len(PRIMITIVES)))
-        else:
-            coeffs = ops.full((tf.shape(x)[0], len(PRIMITIVES)), 1.0 / len(PRIMITIVES), dtype="float32")
-        if self.replacement is not None:
-            coeffs = self._replace(coeffs)
-        # eq. 4.2, per block: sum_k a_k y_k.
-        a = tf.matmul(tf.cast(coeffs, x.dtype), _permutation(order, False, x.dtype))
-        a = tf.split(tf.reshape(a, [-1, 1, 1, len(order), 1]), [y.shape[-1] // c for y in groups], axis=3)
-        mixed = None
-        for y, a_y in zip(groups, a):
-            term = tf.reduce_sum(_blocks(y, self.channels) * a_y, axis=3)
-            mixed = term if mixed is None else mixed + term
+            self._update_moving_stats(result[2:], mixed)
         return mixed, coeffs
-
-    def _batch_norm(self, y, slots, training, stats):
-        """BatchNorm(affine=False) of y, whose channel blocks are `slots`.
-
-        In training, batch statistics (appended to `stats`), else the moving ones.
-        """
-        if training:
-            y, mean, variance = _batch_norm_train(y)
-            stats.append((mean, variance))
-            return y
-        index = [self.bn_slots.index(slot) for slot in slots]
-        mean = tf.reshape(tf.gather(tf.convert_to_tensor(self.moving_mean), index), [-1])
-        variance = tf.reshape(tf.gather(tf.convert_to_tensor(self.moving_variance), index), [-1])
-        return op_math.normalize(y, tf.cast(mean, y.dtype), tf.cast(variance, y.dtype))
-
-    def _replace(self, coeffs):
-        """One-hot coefficients of op `replacement` where it is >= 0 (see __init__)."""
-        k = ops.convert_to_tensor(self.replacement)
-        one_hot = ops.one_hot(ops.maximum(k, 0), len(PRIMITIVES), dtype=coeffs.dtype)
-        return ops.where(k >= 0, ops.broadcast_to(one_hot[None, :], ops.shape(coeffs)), coeffs)
 
     def _update_moving_stats(self, stats, y):
         """Moving averages of the batch statistics of both stages, in bn_slots order.
 
+        `stats`: (mean, variance) of stage 1 and 2, concatenated by stage.
         Keras's BN (the reference) averages the biased variance: the fused
-        BN's unbiased one times (n - 1) / n, n = B H W of the normalised `y`.
+        BN's unbiased one times (n - 1) / n, n = B H W of the edge output `y`.
         """
         dtype = self.moving_mean.dtype  # float32, or float64 in a float64 layer
         slots = _stage1(self.stride) + _STAGE2
         index = [slots.index(slot) for slot in self.bn_slots]
         mean, variance = (
-            tf.gather(tf.reshape(tf.cast(tf.concat(values, axis=0), dtype), [len(slots), -1]), index)
-            for values in zip(*stats)
+            tf.gather(tf.reshape(tf.cast(values, dtype), [len(slots), -1]), index) for values in stats
         )
         if y.dtype != tf.float64:
             count = tf.cast(tf.shape(y)[0] * y.shape[1] * y.shape[2], dtype)

@@ -37,6 +37,10 @@ flags.DEFINE_string("grappler", "", "comma-separated Grappler passes to turn off
 flags.DEFINE_bool("reference_update", False,
                   "the per-variable update and per-tensor clip of before (reference_update.py)")
 flags.DEFINE_integer("top", 12, "op types listed")
+flags.DEFINE_enum("edge_graph", "function", ["inline", "function", "noinline"],
+                  "how the edges enter the step's graph (mixed_edge.set_edge_graph_mode)")
+flags.DEFINE_bool("lean_grappler", True, "graph_options.lean_grappler_on_cpu, as bin/search (step)")
+flags.DEFINE_list("rewriter", [], "more RewriterConfig fields, field=VALUE (as step_bench.py)")
 flags.DEFINE_string("results", "", "JSON lines file to append to (empty: none)")
 FLAGS = flags.FLAGS
 
@@ -81,6 +85,14 @@ def _step(tf, keras):
     from asmnas_tf.search_model import compile_supernet
     from asmnas_tf.supernet import build_supernet
 
+    from asmnas_tf.graph_options import lean_grappler_on_cpu, set_rewriter_fields
+    from asmnas_tf.mixed_edge import set_edge_graph_mode
+
+    set_edge_graph_mode(FLAGS.edge_graph)
+    if FLAGS.lean_grappler:
+        lean_grappler_on_cpu()
+    if FLAGS.rewriter:
+        set_rewriter_fields(dict(field.split("=") for field in FLAGS.rewriter))
     keras.utils.set_random_seed(0)
     shape = (FLAGS.image_size, FLAGS.image_size, FLAGS.image_channels)
     model = build_supernet(shape, 10, num_cells=FLAGS.num_cells, channels=FLAGS.channels)
@@ -102,7 +114,8 @@ def _step(tf, keras):
         times.append(time.perf_counter() - started)
     return {"what": "step", "num_cells": FLAGS.num_cells, "channels": FLAGS.channels, "batch": FLAGS.batch,
             "grappler_off": FLAGS.grappler, "reference_update": FLAGS.reference_update,
-            "ops": sum(types.values()), "trace_s": round(trace_s, 2),
+            "edge_graph": FLAGS.edge_graph, "lean_grappler": FLAGS.lean_grappler,
+            "rewriter": ",".join(FLAGS.rewriter), "ops": sum(types.values()), "trace_s": round(trace_s, 2),
             "first_call_s": round(first_call_s, 2), "steady_s": round(float(np.median(times)), 4),
             "top": types.most_common(FLAGS.top)}
 

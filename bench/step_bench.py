@@ -55,6 +55,10 @@ flags.DEFINE_bool(
     "graph_options.lean_grappler_on_cpu, as bin/search and bin/train: no memory optimizer, one "
     "meta-optimizer iteration (CPU only; --nolean_grappler for Grappler's defaults)",
 )
+flags.DEFINE_enum(
+    "edge_graph", "function", ["inline", "function", "noinline"],
+    "how the edges enter the step's graph (mixed_edge.set_edge_graph_mode)",
+)
 flags.DEFINE_bool(
     "static_batch", False,
     "batch with drop_remainder=True, so the train step is traced with a known batch size "
@@ -123,6 +127,9 @@ def main(argv):
 
         reference_update.use()
     keras.mixed_precision.set_global_policy(FLAGS.precision)
+    from asmnas_tf.mixed_edge import set_edge_graph_mode
+
+    set_edge_graph_mode(FLAGS.edge_graph)
     if FLAGS.grappler_off:
         tf.config.optimizer.set_experimental_options(grappler_options(FLAGS.grappler_off))
     # After set_experimental_options, which resets the function-call options.
@@ -181,6 +188,7 @@ def main(argv):
         "method": FLAGS.method, "precision": FLAGS.precision, "xla": FLAGS.xla,
         "grappler_off": ",".join(FLAGS.grappler_off), "rewriter": ",".join(FLAGS.rewriter),
         "static_batch": FLAGS.static_batch, "lean_grappler": FLAGS.lean_grappler,
+        "edge_graph": FLAGS.edge_graph,
         "reference_update": FLAGS.reference_update,
         "trainable_tensors": len(model.trainable_weights), "params": int(model.count_params()),
         "build_s": round(build_s, 2), "first_step_s": round(first_step_s, 2),
@@ -189,7 +197,7 @@ def main(argv):
         "tensorflow": tf.__version__, "keras": keras.__version__,
     }
     keys = ["network", "num_cells", "channels", "batch", "image", "method", "precision", "xla", "grappler_off",
-            "lean_grappler", "rewriter", "reference_update", "build_s",
+            "lean_grappler", "edge_graph", "rewriter", "reference_update", "build_s",
             "first_step_s", "steady_step_s", "images_per_s", "peak_rss_gb"]
     print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
     print("| " + " | ".join(str(row[k]) for k in keys) + " |")

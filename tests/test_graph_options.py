@@ -16,11 +16,15 @@ def restore_call_options():
     options = context.context().function_call_options
     saved = config_pb2.ConfigProto()
     saved.ParseFromString(options.config_proto_serialized)
+    fresh = config_pb2.ConfigProto()
+    fresh.CopyFrom(saved)
+    fresh.graph_options.rewrite_options.Clear()  # Grappler's defaults (a search in this process set them)
+    options.config_proto_serialized = fresh
     yield
     options.config_proto_serialized = saved
 
 
-def test_lean_grappler_sets_both_fields_and_keeps_the_results(restore_call_options):
+def test_lean_grappler_sets_its_fields_and_keeps_the_results(restore_call_options):
     x = tf.constant(np.arange(12, dtype="float32").reshape(3, 4))
 
     @tf.function
@@ -33,6 +37,11 @@ def test_lean_grappler_sets_both_fields_and_keeps_the_results(restore_call_optio
     config = graph_options.rewriter_config()
     assert config.memory_optimization == Rewriter.NO_MEM_OPT
     assert config.meta_optimizer_iterations == Rewriter.ONE
+    assert config.disable_tfg_optimizer is True
+    for toggle in ("constant_folding", "layout_optimizer", "loop_optimization", "implementation_selector",
+                   "experimental_conditional_code_motion"):
+        assert getattr(config, toggle) == Rewriter.OFF, toggle
+    assert config.remapping == Rewriter.DEFAULT  # oneDNN fusions: the steady step needs them
 
     @tf.function
     def g(x):

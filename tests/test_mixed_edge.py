@@ -126,3 +126,42 @@ def test_replacement_makes_the_edge_its_selected_op(stride):
         np.testing.assert_array_equal(np.asarray(coeffs), np.eye(len(PRIMITIVES))[[k] * 3])
         expected = candidates[name](x, training=False)
         np.testing.assert_allclose(np.asarray(replaced), np.asarray(expected), atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("mode", ["function", "noinline"])
+def test_edges_as_one_shared_graph_function_equal_the_inlined_edges(mode):
+    """mixed_edge.set_edge_graph_mode: same outputs, gradients and moving statistics; one trace for two edges."""
+    from asmnas_tf import mixed_edge
+
+    x = tf.constant(np.random.default_rng(4).normal(size=(3, 7, 7, C)).astype("float32"))
+    edges = [MixedEdge(C, 1, 8), MixedEdge(C, 1, 8)]
+    for edge in edges:
+        edge(x)
+    start = [edge.get_weights() for edge in edges]
+
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            mixed = [edge(x, training=True)[0] for edge in edges]
+            loss = tf.reduce_sum(tf.square(mixed[0] - 0.5 * mixed[1]))
+        return mixed, tape.gradient(loss, [x] + [edge.kernel for edge in edges])
+
+    def run(edge_mode):
+        mixed_edge.set_edge_graph_mode(edge_mode)
+        try:
+            for edge, weights in zip(edges, start):
+                edge.set_weights(weights)
+            out = tf.function(step.python_function)(x)  # a fresh trace in this mode
+            return [np.asarray(t) for t in tf.nest.flatten(out)] + [np.asarray(e.moving_variance) for e in edges]
+        finally:
+            mixed_edge.set_edge_graph_mode("function")
+
+    traces = mixed_edge._EDGE_FUNCTIONS[mode].experimental_get_tracing_count()
+    shared = run(mode)
+    assert mixed_edge._EDGE_FUNCTIONS[mode].experimental_get_tracing_count() - traces <= 1  # both edges, one trace
+    inlined = run("inline")
+    assert len(shared) == len(inlined) == 7
+    for a, b in zip(shared, inlined):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert not np.allclose(inlined[-1], 1.0)  # the moving statistics moved
