@@ -16,6 +16,7 @@ import os
 import platform
 import resource
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -37,7 +38,7 @@ flags.DEFINE_enum(
     "(a DARTS step = architecture step + weight step, timed through architect.step_functions)",
 )
 flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"], "Keras dtype policy")
-flags.DEFINE_bool("xla", False, "jit_compile the train step")
+flags.DEFINE_bool("xla", False, "jit_compile the step: not with train_loop (see bench/README.md)")
 flags.DEFINE_list(
     "grappler_off", [],
     "Grappler passes to turn off for this run (tf.config.optimizer.set_experimental_options), e.g. "
@@ -82,7 +83,7 @@ def grappler_options(names):
     return {name: False for name in names}
 
 
-def _time_darts(model, x, y):
+def _time_darts(model, x, y, strategy):
     """First and median DARTS iteration (architecture step, then weight step), and the halves.
 
     The step functions are `architect.step_functions` (the same ones as the
@@ -95,7 +96,7 @@ def _time_darts(model, x, y):
 
     b = FLAGS.batch
     batch = ((tf.constant(x[:b]), tf.constant(y[:b])), (tf.constant(x[b:2 * b]), tf.constant(y[b:2 * b])))
-    functions = step_functions(model)
+    functions = step_functions(model, strategy)
     halves = {"architecture": [], "weight": []}
     for _ in range(FLAGS.steps + 1):
         for name in ("architecture", "weight"):
@@ -115,6 +116,8 @@ def main(argv):
     import tensorflow as tf
 
     from asmnas_tf.architect import architecture_optimizer, compile_darts
+    from asmnas_tf import train_loop
+    from asmnas_tf.distribute import make_strategy
     from asmnas_tf.eval_model import compile_eval_model
     from asmnas_tf.graph_options import lean_grappler_on_cpu, set_rewriter_fields
     from asmnas_tf.eval_net import build_eval_net, resolve_genotype
@@ -122,6 +125,9 @@ def main(argv):
     from asmnas_tf.search_model import compile_supernet
     from asmnas_tf.supernet import build_supernet
 
+    if FLAGS.xla:
+        raise app.UsageError("--xla: train_loop's step is not jit-compiled; on this CPU XLA made a "
+                             "supernet step 8x slower (issue 5), so it is not offered")
     if FLAGS.reference_update:
         import reference_update
 
@@ -139,22 +145,23 @@ def main(argv):
         set_rewriter_fields(dict(field.split("=") for field in FLAGS.rewriter))
     keras.utils.set_random_seed(0)
     shape = (FLAGS.image_size, FLAGS.image_size, FLAGS.image_channels)
+    strategy = make_strategy()  # as bin/search: MirroredStrategy over the local devices
     started = time.perf_counter()
-    darts = FLAGS.network == "supernet" and FLAGS.method.startswith("darts")
-    if darts:
-        model = build_supernet(shape, FLAGS.classes, num_cells=FLAGS.num_cells, channels=FLAGS.channels,
-                               mixing="alpha")
-        compile_darts(model, search_optimizer(total_steps=1000), architecture_optimizer(),
-                      second_order=FLAGS.method == "darts2")
-    elif FLAGS.network == "supernet":
-        model = build_supernet(shape, FLAGS.classes, num_cells=FLAGS.num_cells, channels=FLAGS.channels,
-                               mixing="attention" if FLAGS.method == "asm" else "uniform")
-        compile_supernet(model, search_optimizer(total_steps=1000))
-    else:
-        genotype = resolve_genotype(FLAGS.genotype, FLAGS.num_cells)
-        model = build_eval_net(genotype, shape, FLAGS.classes, channels=FLAGS.channels)
-        compile_eval_model(model, search_optimizer(total_steps=1000))
-    model.jit_compile = FLAGS.xla
+    with strategy.scope():
+        darts = FLAGS.network == "supernet" and FLAGS.method.startswith("darts")
+        if darts:
+            model = build_supernet(shape, FLAGS.classes, num_cells=FLAGS.num_cells, channels=FLAGS.channels,
+                                   mixing="alpha")
+            compile_darts(model, search_optimizer(total_steps=1000), architecture_optimizer(),
+                          second_order=FLAGS.method == "darts2")
+        elif FLAGS.network == "supernet":
+            model = build_supernet(shape, FLAGS.classes, num_cells=FLAGS.num_cells, channels=FLAGS.channels,
+                                   mixing="attention" if FLAGS.method == "asm" else "uniform")
+            compile_supernet(model, search_optimizer(total_steps=1000))
+        else:
+            genotype = resolve_genotype(FLAGS.genotype, FLAGS.num_cells)
+            model = build_eval_net(genotype, shape, FLAGS.classes, channels=FLAGS.channels)
+            compile_eval_model(model, search_optimizer(total_steps=1000))
     build_s = time.perf_counter() - started
 
     rng = np.random.default_rng(0)
@@ -163,24 +170,26 @@ def main(argv):
     y = rng.integers(0, FLAGS.classes, n).astype("int32")
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(FLAGS.batch, drop_remainder=FLAGS.static_batch)
     data = data.cache().prefetch(2)
-    times = []
+    ends = []
 
     class Timer(keras.callbacks.Callback):
         def on_train_batch_begin(self, batch, logs=None):
             self.t = time.perf_counter()
 
         def on_train_batch_end(self, batch, logs=None):
-            times.append(time.perf_counter() - self.t)
+            ends.append((self.t, time.perf_counter()))
 
     parts = {}
     if darts:
-        first_step_s, steady, parts = _time_darts(model, x, y)
+        first_step_s, steady, parts = _time_darts(model, x, y, strategy)
     else:
-        fit_started = time.perf_counter()
-        model.fit(data.take(1), epochs=1, verbose=0)
-        first_step_s = time.perf_counter() - fit_started
-        model.fit(data.skip(1), epochs=1, verbose=0, callbacks=[Timer()])
-        steady = float(np.median(times))
+        # bin/search's and bin/train's loop (train_loop.fit, under their strategy), one epoch.
+        with tempfile.TemporaryDirectory() as checkpoints:
+            fit_started = time.perf_counter()
+            train_loop.fit(model, data, epochs=1, strategy=strategy, checkpoint_dir=checkpoints,
+                           callbacks=[Timer()], verbose=0)
+        first_step_s = ends[0][1] - fit_started
+        steady = float(np.median([end - begin for begin, end in ends[1:]]))
     row = {
         "network": FLAGS.network if FLAGS.network == "supernet" else f"eval:{FLAGS.genotype}",
         "num_cells": FLAGS.num_cells, "channels": FLAGS.channels, "batch": FLAGS.batch,

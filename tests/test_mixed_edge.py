@@ -165,3 +165,18 @@ def test_edges_as_one_shared_graph_function_equal_the_inlined_edges(mode):
     for a, b in zip(shared, inlined):
         np.testing.assert_allclose(a, b, atol=1e-6)
     assert not np.allclose(inlined[-1], 1.0)  # the moving statistics moved
+
+
+def test_every_weight_piece_has_pytorchs_default_init():
+    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)) per piece (SPEC §2): inside the bound, std = bound / sqrt(3)."""
+    tf.random.set_seed(0)
+    edge = MixedEdge(16, 2, 16)
+    edge(tf.zeros((1, 8, 8, 16)))
+    pieces = edge.unpack(edge.kernel)
+    for name, shape, fan_in in edge.pieces:
+        values = np.asarray(pieces[name]).ravel()
+        bound = 1.0 / np.sqrt(fan_in)
+        assert values.shape == (int(np.prod(shape)),)
+        assert np.abs(values).max() <= bound, name
+        if values.size >= 256:
+            assert abs(values.std() / (bound / np.sqrt(3)) - 1.0) < 0.15, name
