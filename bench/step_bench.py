@@ -171,6 +171,7 @@ def main(argv):
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(FLAGS.batch, drop_remainder=FLAGS.static_batch)
     data = data.cache().prefetch(2)
     ends = []
+    first_rss = []  # peak RSS at the end of the first step: graph building and optimisation included
 
     class Timer(keras.callbacks.Callback):
         def on_train_batch_begin(self, batch, logs=None):
@@ -178,6 +179,8 @@ def main(argv):
 
         def on_train_batch_end(self, batch, logs=None):
             ends.append((self.t, time.perf_counter()))
+            if len(ends) == 1:
+                first_rss.append(_peak_rss_gb())
 
     parts = {}
     if darts:
@@ -202,7 +205,9 @@ def main(argv):
         "trainable_tensors": len(model.trainable_weights), "params": int(model.count_params()),
         "build_s": round(build_s, 2), "first_step_s": round(first_step_s, 2),
         "steady_step_s": round(steady, 4), **parts, "images_per_s": round(FLAGS.batch / steady, 2),
-        "peak_rss_gb": round(_peak_rss_gb(), 2), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "peak_rss_gb": round(_peak_rss_gb(), 2),
+        "peak_rss_first_step_gb": round(first_rss[0], 2) if first_rss else None,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "tensorflow": tf.__version__, "keras": keras.__version__,
     }
     keys = ["network", "num_cells", "channels", "batch", "image", "method", "precision", "xla", "grappler_off",
