@@ -164,7 +164,13 @@ def test_second_order_gradient_matches_exact_double_backward(monkeypatch, smooth
           f"{correction:.1e}; that term is {np.linalg.norm(exact - direct) / np.linalg.norm(exact):.0%} of the gradient)")
     assert np.linalg.norm(exact - direct) > 0.1 * np.linalg.norm(exact)  # the correction matters here
     if smooth:
-        assert whole < 1e-3 and correction < 1e-3  # O(radius^2)
+        # The finite difference is O(radius^2) on smooth functions: small at
+        # DARTS's radius, and a quarter of it at half the radius.
+        assert whole < 1e-3 and correction < 1e-2
+        model.hvp_radius = radius / 2
+        half_whole, half_correction = errors()
+        print(f"  at radius {radius / 2:g}: relative error {half_whole:.1e} (of the term: {half_correction:.1e})")
+        assert 3.0 < correction / half_correction < 5.0
     else:
         assert whole < 1e-6 and correction < 1e-6
         model.hvp_radius = 0.01
