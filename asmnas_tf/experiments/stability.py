@@ -28,6 +28,7 @@ import tensorflow as tf
 from asmnas_tf import run_dir as rd
 from asmnas_tf.data import load_arrays
 from asmnas_tf.distribute import make_strategy
+from asmnas_tf.graph_options import lean_grappler_on_cpu
 from asmnas_tf.genotype import read_genotype
 from asmnas_tf.inference import accuracy
 from asmnas_tf.mixed_edge import MixedEdge
@@ -94,6 +95,7 @@ def run_stability(search_dir, cells=None, batch_size=256):
     seed = int(genotype.source.get("seed", 0))
 
     strategy = make_strategy()
+    lean_grappler_on_cpu()  # as bin/search: the start-up of each traced step
     arrays = load_arrays()
     _, select, _, _ = search_datasets(arrays, batch_size, batch_size, seed)
     images, labels = _selection_arrays(select)

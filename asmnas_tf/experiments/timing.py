@@ -32,6 +32,7 @@ import tensorflow as tf
 from asmnas_tf import run_dir as rd
 from asmnas_tf.architect import architecture_optimizer, compile_darts, step_functions
 from asmnas_tf.distribute import make_strategy
+from asmnas_tf.graph_options import lean_grappler_on_cpu
 from asmnas_tf.optim import search_optimizer
 from asmnas_tf.search_model import compile_supernet
 from asmnas_tf.supernet import build_supernet
@@ -143,6 +144,7 @@ def run_timing(model_dir, methods=METHODS, image_shape=(32, 32, 3), num_classes=
         raise ValueError(f"run_timing: expected steps >= 1 and batch_size >= 1. "
                          f"Received: steps={steps}, batch_size={batch_size}")
     strategy = make_strategy()
+    lean_grappler_on_cpu()  # as bin/search: the start-up of each traced step
     if batch_size % strategy.num_replicas_in_sync:
         raise ValueError(f"run_timing.batch_size={batch_size} does not split over "
                          f"{strategy.num_replicas_in_sync} replicas")
