@@ -1,17 +1,20 @@
 """Grappler settings for the training step on a CPU-only host.
 
 The supernet's first step is dominated by tracing and graph optimisation
-(bench/README.md, "Start-up levers"). Two of Grappler's defaults cost start-up
-time and give nothing on a CPU: the memory optimizer (it recomputes or swaps
-tensors to save accelerator memory; 0.8 s of ~4.2 s at L = 2, +270 nodes)
-and a second meta-optimizer iteration (~1.3 s, removing 137 of 7,511
-nodes). Without them the paper-size first step went 144 -> 120 s, the steady
-step unchanged. On a GPU host both stay on: the memory optimizer may matter there.
+(bench/README.md, "Start-up levers"). Some of Grappler's passes cost
+start-up time and do nothing for a CPU step: the memory optimizer (it
+recomputes or swaps tensors to save accelerator memory), a second
+meta-optimizer iteration, both TFG passes (shape inference, control-flow
+sinking), constant folding, the layout optimizer (the graph is NHWC
+already), loop optimisation and the implementation selector. At paper size
+they were ~12 s of the ~21 s of Grappler; with them off the steady step is
+unchanged (per-pass times and A/B figures in bench/README.md). On a GPU host
+Grappler keeps its defaults: the memory optimizer and layout may matter there.
 
-`tf.config.optimizer.set_experimental_options` reaches neither field;
-`tf.function` calls read their ConfigProto from the eager context's
-function-call options, so they are set there (a private TensorFlow API:
-if it moves, the run goes on with Grappler's defaults and says so).
+`tf.config.optimizer.set_experimental_options` reaches only some of these
+fields; `tf.function` calls read their ConfigProto from the eager context's
+function-call options, so they are set there (a private TensorFlow API: if
+it moves, the run goes on with Grappler's defaults and says so).
 """
 
 import gin
@@ -62,7 +65,7 @@ def rewriter_config():
 
 @gin.configurable
 def lean_grappler_on_cpu(enabled=True):
-    """Drops the two start-up costs above when no GPU is visible; returns whether it did."""
+    """Sets LEAN_CPU_REWRITES when no GPU is visible; returns whether it did."""
     if not enabled or tf.config.list_physical_devices("GPU"):
         return False
     try:

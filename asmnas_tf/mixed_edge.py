@@ -67,6 +67,11 @@ def _conv_piece_shapes(channels, stride):
     return pieces
 
 
+def _bn_slots(stride):
+    """The edge's BatchNorm slots, in the order of its moving statistics."""
+    return _BN_SLOTS_STRIDED if stride == 2 else _BN_SLOTS
+
+
 def _stage1(stride):
     return _STAGE1 + (("skip",) if stride == 2 else ())
 
@@ -133,7 +138,7 @@ def _edge_forward(spec, x, kernel, moving_mean, moving_variance, alpha, replacem
     s = spec.stride
     c = spec.channels
     training = spec.training
-    bn_slots = _BN_SLOTS_STRIDED if s == 2 else _BN_SLOTS
+    bn_slots = _bn_slots(s)
     relu_x = ops.relu(x)  # shared by every conv op of the edge
 
     def conv(inp, dw, pw, stride, dilation):  # depthwise, then 1x1 (DilConv without its BN)
@@ -210,7 +215,7 @@ def _new_moving_stats(stats, stride, moving_mean, moving_variance, y):
     """
     dtype = moving_mean.dtype  # float32, or float64 in a float64 layer
     slots = _stage1(stride) + _STAGE2
-    index = [slots.index(slot) for slot in (_BN_SLOTS_STRIDED if stride == 2 else _BN_SLOTS)]
+    index = [slots.index(slot) for slot in _bn_slots(stride)]
     mean, variance = (
         tf.gather(tf.reshape(tf.cast(tf.concat(values, axis=0), dtype), [len(slots), -1]), index)
         for values in zip(*stats)
@@ -255,7 +260,6 @@ def _edge_graph(spec, *args):
     return _EDGE_FUNCTIONS[_mode[0]](spec, *args)
 
 
-
 @_register
 class MixedEdge(keras.layers.Layer):
     """Edge (i, j) of a supernet cell: o_bar(x) = sum_k a_k o_k(x) (eq. 4.2).
@@ -281,7 +285,7 @@ class MixedEdge(keras.layers.Layer):
         self.hidden_units = hidden_units
         self.mixing = mixing
         self.pieces = _pieces(EdgeSpec(channels, stride, hidden_units, mixing, False))
-        self.bn_slots = _BN_SLOTS_STRIDED if stride == 2 else _BN_SLOTS
+        self.bn_slots = _bn_slots(stride)
         # The stability experiment (paper §5.3.1, Fig. 3) replaces one mixed
         # edge at a time by its selected op. It sets this to an int32
         # tf.Variable before the model is traced: k >= 0 makes the edge output

@@ -32,21 +32,10 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     import numpy as np
-    import tensorflow as tf
 
-    from asmnas_tf.mixed_edge import MixedEdge
+    from edge_step import edge_and_step
 
-    edge = MixedEdge(FLAGS.channels, FLAGS.stride, mixing=FLAGS.mixing)
-    x = tf.random.normal((FLAGS.batch, FLAGS.image_size, FLAGS.image_size, FLAGS.channels))
-    edge(x)
-
-    @tf.function
-    def fwd_bwd(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            mixed, _ = edge(x, training=True)
-            loss = tf.reduce_sum(mixed)
-        return tape.gradient(loss, [x, edge.kernel])
+    x, fwd_bwd = edge_and_step(FLAGS.channels, FLAGS.stride, FLAGS.batch, FLAGS.image_size, FLAGS.mixing)
 
     for _ in range(3):
         fwd_bwd(x)

@@ -38,7 +38,8 @@ flags.DEFINE_bool("reference_update", False,
                   "the per-variable update and per-tensor clip of before (reference_update.py)")
 flags.DEFINE_integer("top", 12, "op types listed")
 flags.DEFINE_enum("edge_graph", "function", ["inline", "function", "noinline"],
-                  "how the edges enter the step's graph (mixed_edge.set_edge_graph_mode)")
+                  "how the edges enter the graph (mixed_edge.set_edge_graph_mode); 'inline' for the "
+                  "per-edge op counts of bench/README.md")
 flags.DEFINE_bool("lean_grappler", True, "graph_options.lean_grappler_on_cpu, as bin/search (step)")
 flags.DEFINE_list("rewriter", [], "more RewriterConfig fields, field=VALUE (as step_bench.py)")
 flags.DEFINE_string("results", "", "JSON lines file to append to (empty: none)")
@@ -54,27 +55,17 @@ def _count(graph):
 
 
 def _edge(tf, stride):
-    from asmnas_tf.mixed_edge import MixedEdge
+    from edge_step import edge_and_step
 
-    c, size = FLAGS.channels, FLAGS.image_size
-    edge = MixedEdge(c, stride)
-    x = tf.random.normal((FLAGS.batch, size, size, c))
-    edge(x)
-
-    @tf.function
-    def fwd_bwd(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            mixed, _ = edge(x, training=True)
-            loss = tf.reduce_sum(mixed)
-        return tape.gradient(loss, [x, edge.kernel])
+    c = FLAGS.channels
+    x, fwd_bwd = edge_and_step(c, stride, FLAGS.batch, FLAGS.image_size)
 
     started = time.perf_counter()
     # Batch dimension unknown, as in `fit`'s trace (the dataset's last batch may be short).
     graph = fwd_bwd.get_concrete_function(tf.TensorSpec([None, *x.shape[1:]], x.dtype)).graph
     trace_s = time.perf_counter() - started
     types = _count(graph)
-    return {"what": "edge", "stride": stride, "channels": c, "ops": sum(types.values()),
+    return {"what": "edge", "stride": stride, "channels": c, "edge_graph": FLAGS.edge_graph, "ops": sum(types.values()),
             "trace_s": round(trace_s, 3), "top": types.most_common(FLAGS.top)}
 
 
@@ -85,14 +76,6 @@ def _step(tf, keras):
     from asmnas_tf.search_model import compile_supernet
     from asmnas_tf.supernet import build_supernet
 
-    from asmnas_tf.graph_options import lean_grappler_on_cpu, set_rewriter_fields
-    from asmnas_tf.mixed_edge import set_edge_graph_mode
-
-    set_edge_graph_mode(FLAGS.edge_graph)
-    if FLAGS.lean_grappler:
-        lean_grappler_on_cpu()
-    if FLAGS.rewriter:
-        set_rewriter_fields(dict(field.split("=") for field in FLAGS.rewriter))
     keras.utils.set_random_seed(0)
     shape = (FLAGS.image_size, FLAGS.image_size, FLAGS.image_channels)
     model = build_supernet(shape, 10, num_cells=FLAGS.num_cells, channels=FLAGS.channels)
@@ -133,6 +116,15 @@ def main(argv):
         names = FLAGS.grappler.split(",")
         options = {"disable_meta_optimizer": True} if "all" in names else {name: False for name in names}
         tf.config.optimizer.set_experimental_options(options)
+    # After set_experimental_options, which resets the function-call options.
+    from asmnas_tf.graph_options import lean_grappler_on_cpu, set_rewriter_fields
+    from asmnas_tf.mixed_edge import set_edge_graph_mode
+
+    set_edge_graph_mode(FLAGS.edge_graph)
+    if FLAGS.lean_grappler:
+        lean_grappler_on_cpu()
+    if FLAGS.rewriter:
+        set_rewriter_fields(dict(field.split("=") for field in FLAGS.rewriter))
     rows = [_edge(tf, 1), _edge(tf, 2)] if FLAGS.what == "edge" else [_step(tf, keras)]
     for row in rows:
         print(json.dumps(row))

@@ -120,6 +120,7 @@ def main(argv):
     from asmnas_tf.distribute import make_strategy
     from asmnas_tf.eval_model import compile_eval_model
     from asmnas_tf.graph_options import lean_grappler_on_cpu, set_rewriter_fields
+    from asmnas_tf.mixed_edge import set_edge_graph_mode
     from asmnas_tf.eval_net import build_eval_net, resolve_genotype
     from asmnas_tf.optim import search_optimizer
     from asmnas_tf.search_model import compile_supernet
@@ -133,8 +134,6 @@ def main(argv):
 
         reference_update.use()
     keras.mixed_precision.set_global_policy(FLAGS.precision)
-    from asmnas_tf.mixed_edge import set_edge_graph_mode
-
     set_edge_graph_mode(FLAGS.edge_graph)
     if FLAGS.grappler_off:
         tf.config.optimizer.set_experimental_options(grappler_options(FLAGS.grappler_off))

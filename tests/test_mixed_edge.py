@@ -159,7 +159,7 @@ def test_edges_as_one_shared_graph_function_equal_the_inlined_edges(mode):
 
     traces = mixed_edge._EDGE_FUNCTIONS[mode].experimental_get_tracing_count()
     shared = run(mode)
-    assert mixed_edge._EDGE_FUNCTIONS[mode].experimental_get_tracing_count() - traces <= 1  # both edges, one trace
+    assert mixed_edge._EDGE_FUNCTIONS[mode].experimental_get_tracing_count() - traces == 1  # both edges, one trace
     inlined = run("inline")
     assert len(shared) == len(inlined) == 7
     for a, b in zip(shared, inlined):
