@@ -21,6 +21,7 @@ with the same weights as an uninterrupted one. Per-epoch metrics of the
 resumed epoch cover only its steps after the restart.
 """
 
+import contextlib
 import json
 import os
 
@@ -90,14 +91,21 @@ def _train_function(model, strategy):
     return train
 
 
-def _run_step(train, batch, strategy, checkpoint_dir):
-    """One step; under several workers a lost peer becomes one clear line.
+@contextlib.contextmanager
+def _peer_loss_as_one_line(strategy, checkpoint_dir):
+    """Under several workers, a lost peer becomes one clear line.
+
+    Not only a training step talks to the other workers: saving the state
+    reads the on-read (summed) variables, metrics among them, through an
+    eager all-reduce (`cross_device_ops`' thread pool), and so can a
+    callback. A worker killed while the chief is in any of them raises the
+    same peer errors there, so the whole loop is covered, not the step alone.
 
     TensorFlow cannot go on with fewer workers: every worker must be started
     again, and they resume together from the last saved state.
     """
     try:
-        return train(batch)
+        yield
     except _PEER_ERRORS as error:
         if not is_multi_worker(strategy):
             raise
@@ -145,32 +153,33 @@ def fit(model, dataset, *, epochs, strategy, checkpoint_dir, callbacks=(), save_
     distributed = strategy.experimental_distribute_dataset(dataset.with_options(options))
     train = _train_function(model, strategy)
     model.stop_training = False
-    callback_list.on_train_begin()
-    for epoch in range(epochs):
-        # Create every epoch's iterator, trained or not: each creation moves
-        # the pipeline's shuffle/augmentation seeds on (see module doc).
-        iterator = iter(distributed)
-        if epoch < start_epoch:
-            continue
-        skip = start_step if epoch == start_epoch else 0
-        model.reset_metrics()
-        callback_list.on_epoch_begin(epoch)
-        logs = {}
-        for step, batch in enumerate(iterator):
-            if step < skip:
-                continue  # trained before the restart: read, not trained again
-            callback_list.on_train_batch_begin(step)
-            logs = _python_logs(_run_step(train, batch, strategy, checkpoint_dir))
-            callback_list.on_train_batch_end(step, logs)
-            if chief and save_every_steps and (step + 1) % save_every_steps == 0:
-                save_state(model, checkpoint_dir, epoch, step + 1)
+    with _peer_loss_as_one_line(strategy, checkpoint_dir):
+        callback_list.on_train_begin()
+        for epoch in range(epochs):
+            # Create every epoch's iterator, trained or not: each creation moves
+            # the pipeline's shuffle/augmentation seeds on (see module doc).
+            iterator = iter(distributed)
+            if epoch < start_epoch:
+                continue
+            skip = start_step if epoch == start_epoch else 0
+            model.reset_metrics()
+            callback_list.on_epoch_begin(epoch)
+            logs = {}
+            for step, batch in enumerate(iterator):
+                if step < skip:
+                    continue  # trained before the restart: read, not trained again
+                callback_list.on_train_batch_begin(step)
+                logs = _python_logs(train(batch))
+                callback_list.on_train_batch_end(step, logs)
+                if chief and save_every_steps and (step + 1) % save_every_steps == 0:
+                    save_state(model, checkpoint_dir, epoch, step + 1)
+                if model.stop_training:
+                    break
+            if chief:  # before the callbacks: a kill inside them loses no training
+                save_state(model, checkpoint_dir, epoch + 1, 0)
+            callback_list.on_epoch_end(epoch, dict(logs))
             if model.stop_training:
                 break
-        if chief:  # before the callbacks: a kill inside them loses no training
-            save_state(model, checkpoint_dir, epoch + 1, 0)
-        callback_list.on_epoch_end(epoch, dict(logs))
-        if model.stop_training:
-            break
-    callback_list.on_train_end()
+        callback_list.on_train_end()
     return history
 
