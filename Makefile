@@ -18,10 +18,13 @@ test: setup
 
 setup: $(VENV)/.installed $(FASHION_MNIST)
 
-$(VENV)/.installed: requirements.txt
+# The pinned set first, then this package on top of it (editable: the
+# checkout's code is what runs; --no-deps: nothing beyond the pins).
+$(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements.txt
+	$(VENV)/bin/pip install --quiet --no-deps -e .
 	touch $@
 
 $(FASHION_MNIST):

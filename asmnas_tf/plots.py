@@ -28,9 +28,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle, FancyArrowPatch, Rectangle
 
-from asmnas_tf.genotype import read_genotype
-from asmnas_tf.primitives import EDGES, INTERMEDIATE_NODES, PRIMITIVES, reduction_indices
-from asmnas_tf.run_dir import ATTENTION_FILE, GENOTYPE_FILE, PLOTS_DIR
+from asmnas_tf.space.genotype import read_genotype
+from asmnas_tf.space.primitives import EDGES, INTERMEDIATE_NODES, PRIMITIVES, reduction_indices
+from asmnas_tf.runtime.run_dir import ATTENTION_FILE, GENOTYPE_FILE, PLOTS_DIR
+from asmnas_tf.errors import UserError
 
 FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
 DPI = 100
@@ -167,9 +168,9 @@ def _check_coefficients(values, ndim):
     expected = (len(EDGES), len(PRIMITIVES))
     shape = "[L, 14, 8]" if ndim == 3 else "[14, 8]"
     if coeffs.ndim != ndim or coeffs.shape[-2:] != expected or coeffs.size == 0:
-        raise ValueError(f"Expected coefficients of shape {shape}. Received: shape={coeffs.shape}")
+        raise UserError(f"Expected coefficients of shape {shape}. Received: shape={coeffs.shape}")
     if not np.all(np.isfinite(coeffs)):
-        raise ValueError("Expected finite coefficients. Received: NaN or inf values")
+        raise UserError("Expected finite coefficients. Received: NaN or inf values")
     return coeffs
 
 
@@ -197,7 +198,7 @@ def draw_cell(cell, path, title=None, backend="auto"):
     matplotlib; both draw the same nodes and labelled arrows.
     """
     if backend not in BACKENDS:
-        raise ValueError(f"Expected backend in {BACKENDS}. Received: backend={backend!r}")
+        raise UserError(f"Expected backend in {BACKENDS}. Received: backend={backend!r}")
     if backend == "auto":
         backend = "pydot" if dot_available() and _pydot() is not None else "matplotlib"
     nodes, edges = cell_graph(cell)
@@ -234,7 +235,7 @@ def _pydot_graph(nodes, edges, title):
     """The DARTS picture style (quark0/darts, cnn/visualize.py) as a pydot graph."""
     pydot = _pydot()
     if pydot is None:
-        raise ValueError("Expected pydot to be installed for backend='pydot'")
+        raise UserError("Expected pydot to be installed for backend='pydot'")
     graph = pydot.Dot(graph_type="digraph", rankdir="LR")
     if title:
         graph.set("label", title)
@@ -440,9 +441,9 @@ def _read_attention(path):
         coeffs = np.array([cell["coefficients"] for cell in cells], dtype=np.float64)
         reductions = [i for i, cell in enumerate(cells) if cell.get("reduction")]
     except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"{path}: not an attention.json record ({err})") from None
+        raise UserError(f"{path}: not an attention.json record ({err})") from None
     if list(record.get("primitives", PRIMITIVES)) != list(PRIMITIVES):
-        raise ValueError(f"{path}: primitives {record['primitives']} (expected {list(PRIMITIVES)})")
+        raise UserError(f"{path}: primitives {record['primitives']} (expected {list(PRIMITIVES)})")
     return coeffs, reductions, record.get("num_samples")
 
 
@@ -452,7 +453,7 @@ def _read_attention(path):
 def _format_of(path):
     ext = os.path.splitext(os.fspath(path))[1].lower()
     if ext not in FORMATS:
-        raise ValueError(f"Expected a path ending in {', '.join(FORMATS)}. Received: path={path!r}")
+        raise UserError(f"Expected a path ending in {', '.join(FORMATS)}. Received: path={path!r}")
     return FORMATS[ext]
 
 

@@ -8,7 +8,7 @@ def edge_and_step(channels, stride, batch, image_size, mixing="attention"):
     """(x, fwd_bwd): a random input and the step returning dL/dx and dL/dkernel, L = sum of the edge output."""
     import tensorflow as tf
 
-    from asmnas_tf.mixed_edge import MixedEdge
+    from asmnas_tf.layers.mixed_edge import MixedEdge
 
     edge = MixedEdge(channels, stride, mixing=mixing)
     x = tf.random.normal((batch, image_size, image_size, channels))

@@ -72,9 +72,9 @@ def _edge(tf, stride):
 def _step(tf, keras):
     import numpy as np
 
-    from asmnas_tf.optim import search_optimizer
-    from asmnas_tf.search_model import compile_supernet
-    from asmnas_tf.supernet import build_supernet
+    from asmnas_tf.runtime.optim import search_optimizer
+    from asmnas_tf.supernet.model import compile_supernet
+    from asmnas_tf.supernet.builder import build_supernet
 
     keras.utils.set_random_seed(0)
     shape = (FLAGS.image_size, FLAGS.image_size, FLAGS.image_channels)
@@ -117,8 +117,8 @@ def main(argv):
         options = {"disable_meta_optimizer": True} if "all" in names else {name: False for name in names}
         tf.config.optimizer.set_experimental_options(options)
     # After set_experimental_options, which resets the function-call options.
-    from asmnas_tf.graph_options import lean_grappler_on_cpu, set_rewriter_fields
-    from asmnas_tf.mixed_edge import set_edge_graph_mode
+    from asmnas_tf.runtime.graph_options import lean_grappler_on_cpu, set_rewriter_fields
+    from asmnas_tf.layers.mixed_edge import set_edge_graph_mode
 
     set_edge_graph_mode(FLAGS.edge_graph)
     if FLAGS.lean_grappler:

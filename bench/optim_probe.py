@@ -40,8 +40,10 @@ def main(argv):
     import numpy as np
     import tensorflow as tf
 
-    from asmnas_tf import grad_clip, optim
-    from asmnas_tf.supernet import build_supernet
+    from asmnas_tf.runtime import grad_clip
+
+    from asmnas_tf.runtime import optim
+    from asmnas_tf.supernet.builder import build_supernet
 
     if FLAGS.reference_update:
         import reference_update

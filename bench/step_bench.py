@@ -92,7 +92,7 @@ def _time_darts(model, x, y, strategy):
     import numpy as np
     import tensorflow as tf
 
-    from asmnas_tf.architect import step_functions
+    from asmnas_tf.supernet.darts import step_functions
 
     b = FLAGS.batch
     batch = ((tf.constant(x[:b]), tf.constant(y[:b])), (tf.constant(x[b:2 * b]), tf.constant(y[b:2 * b])))
@@ -115,16 +115,16 @@ def main(argv):
     import numpy as np
     import tensorflow as tf
 
-    from asmnas_tf.architect import architecture_optimizer, compile_darts
-    from asmnas_tf import train_loop
-    from asmnas_tf.distribute import make_strategy
-    from asmnas_tf.eval_model import compile_eval_model
-    from asmnas_tf.graph_options import lean_grappler_on_cpu, set_rewriter_fields
-    from asmnas_tf.mixed_edge import set_edge_graph_mode
-    from asmnas_tf.eval_net import build_eval_net, resolve_genotype
-    from asmnas_tf.optim import search_optimizer
-    from asmnas_tf.search_model import compile_supernet
-    from asmnas_tf.supernet import build_supernet
+    from asmnas_tf.supernet.darts import architecture_optimizer, compile_darts
+    from asmnas_tf.runtime import train_loop
+    from asmnas_tf.runtime.distribute import make_strategy
+    from asmnas_tf.evaluation.model import compile_eval_model
+    from asmnas_tf.runtime.graph_options import lean_grappler_on_cpu, set_rewriter_fields
+    from asmnas_tf.layers.mixed_edge import set_edge_graph_mode
+    from asmnas_tf.evaluation.builder import build_eval_net, resolve_genotype
+    from asmnas_tf.runtime.optim import search_optimizer
+    from asmnas_tf.supernet.model import compile_supernet
+    from asmnas_tf.supernet.builder import build_supernet
 
     if FLAGS.xla:
         raise app.UsageError("--xla: train_loop's step is not jit-compiled; on this CPU XLA made a "

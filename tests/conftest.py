@@ -1,4 +1,7 @@
-"""Test set-up: import path, quiet TensorFlow, two logical CPU devices.
+"""Test set-up: quiet TensorFlow, two logical CPU devices.
+
+The package is imported as installed (`make setup` installs the checkout
+in .venv, editable): no import path is set here.
 
 The two logical CPUs must be declared before TensorFlow touches a device, so
 this runs at import time; they let the tests run a real 2-replica
@@ -6,10 +9,8 @@ MirroredStrategy on a CPU-only machine.
 """
 
 import os
-import sys
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402

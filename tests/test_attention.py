@@ -3,9 +3,9 @@
 import numpy as np
 import tensorflow as tf
 
-from asmnas_tf import ops
-from asmnas_tf.attention import ArchitectureAttention
-from asmnas_tf.primitives import PRIMITIVES
+from asmnas_tf.layers import ops
+from asmnas_tf.layers.attention import ArchitectureAttention
+from asmnas_tf.space.primitives import PRIMITIVES
 
 K = len(PRIMITIVES)
 

@@ -1,7 +1,7 @@
 """The bad-input corpus (issue 6): a user's mistake never costs a run or a file.
 
 Every case runs a real entry point (bin/search, bin/train, bin/export) in a
-subprocess and checks the contract of `asmnas_tf.cli`:
+subprocess and checks the contract of `asmnas_tf.runtime.cli`:
 
 * exit status 2;
 * the last line of stderr is `error: ...` and names the problem (the flag,
@@ -32,9 +32,9 @@ import tensorflow as tf
 from conftest import REPO_ROOT
 from test_data import _write_idx
 
-from asmnas_tf.export import MODEL_FILE, export_saved_model, write_normalization
-from asmnas_tf.genotype import to_dict
-from asmnas_tf.named_genotypes import named_genotype
+from asmnas_tf.evaluation.export import MODEL_FILE, export_saved_model, write_normalization
+from asmnas_tf.space.genotype import to_dict
+from asmnas_tf.space.named_genotypes import named_genotype
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
 WORKERS = max(2, min(4, os.cpu_count() or 1))  # each command is mostly TensorFlow's import

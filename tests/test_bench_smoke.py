@@ -25,7 +25,7 @@ def _bench(tmp_path, *args):
 
 @pytest.mark.slow
 def test_step_bench_asm_and_darts2_rows(tmp_path):
-    from asmnas_tf.supernet import build_supernet
+    from asmnas_tf.supernet.builder import build_supernet
 
     asm, printed = _bench(tmp_path / "asm")
     expected = build_supernet((8, 8, 1), 10, num_cells=2, channels=4)

@@ -14,16 +14,22 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from asmnas_tf import cli, op_math, run_dir, search
-from asmnas_tf.alphas import ArchitectureParameters
-from asmnas_tf.architect import ARCHITECTURE, CoupledAdam, DartsModel, compile_darts, step_functions
-from asmnas_tf.distribute import make_strategy
-from asmnas_tf.genotype import read_genotype
-from asmnas_tf.mixed_edge import MixedEdge
-from asmnas_tf.optim import CoupledSGD
-from asmnas_tf.primitives import PRIMITIVES
-from asmnas_tf.selection import mean_coefficients, select_genotype
-from asmnas_tf.supernet import build_supernet
+from asmnas_tf.runtime import cli
+
+from asmnas_tf.layers import op_math
+
+from asmnas_tf.runtime import run_dir
+
+from asmnas_tf.supernet import runner as search
+from asmnas_tf.layers.alphas import ArchitectureParameters
+from asmnas_tf.supernet.darts import ARCHITECTURE, CoupledAdam, DartsModel, compile_darts, step_functions
+from asmnas_tf.runtime.distribute import make_strategy
+from asmnas_tf.space.genotype import read_genotype
+from asmnas_tf.layers.mixed_edge import MixedEdge
+from asmnas_tf.runtime.optim import CoupledSGD
+from asmnas_tf.space.primitives import EDGES, PRIMITIVES
+from asmnas_tf.supernet.selection import mean_coefficients, select_genotype
+from asmnas_tf.supernet.builder import build_supernet
 from test_mixed_edge import C, _reference, _reference_weights
 from test_search_training import _learnable_images
 
@@ -319,9 +325,15 @@ def test_run_search_darts2_end_to_end(tmp_path):
     coefficients = np.array(attention["cells"][0]["coefficients"])
     np.testing.assert_allclose(coefficients.sum(axis=1), 1.0, atol=1e-6)
     assert np.abs(coefficients - 1 / 8).max() > 1e-3  # alpha trained (init: 1/8 within ~1e-4)
+    # genotype.json is the argmax rule applied to attention.json, edge by edge,
+    # and the returned coefficients are the ones written.
+    chosen = {(e.source, e.target): e.op for e in genotype.cells[0].edges}
+    assert [chosen[edge] for edge in EDGES] == [PRIMITIVES[k] for k in coefficients.argmax(axis=1)]
+    np.testing.assert_allclose(result.coefficients[0], coefficients, atol=1e-8)
+    assert result.genotype == genotype and result.model_dir == model_dir
     with open(tmp_path / "run" / "history.csv") as f:
         history = list(csv.DictReader(f))
     print("\ndarts2 run_search loss per epoch:", [round(float(row["loss"]), 3) for row in history])
     assert len(history) == 4 and float(history[-1]["loss"]) < 0.8 * float(history[0]["loss"])
     assert float(history[-1]["arch_loss"]) < float(history[0]["arch_loss"])
-    assert result["steps_timed"] == 31  # 8 steps of 16 an epoch (halves of 256), the first apart
+    assert result.timing["steps_timed"] == 31  # 8 steps of 16 an epoch (halves of 256), the first apart

@@ -6,14 +6,14 @@ import keras
 import numpy as np
 import pytest
 
-from asmnas_tf.aux_head import AuxiliaryHead, aux_pool_geometry
-from asmnas_tf.drop_path import DropPath, DropPathSchedule, drop_path_layers, set_drop_path_rate
-from asmnas_tf.eval_model import AUX_LOGITS, LOGITS
-from asmnas_tf.eval_net import build_eval_net, resolve_genotype
-from asmnas_tf.genotype import GenotypeError, from_dict
-from asmnas_tf.ops import Zero
-from asmnas_tf.primitives import PRIMITIVES, reduction_indices
-from asmnas_tf.size_report import size_report
+from asmnas_tf.layers.aux_head import AuxiliaryHead, aux_pool_geometry
+from asmnas_tf.layers.drop_path import DropPath, DropPathSchedule, drop_path_layers, set_drop_path_rate
+from asmnas_tf.evaluation.model import AUX_LOGITS, LOGITS
+from asmnas_tf.evaluation.builder import build_eval_net, resolve_genotype
+from asmnas_tf.space.genotype import GenotypeError, from_dict
+from asmnas_tf.layers.ops import Zero
+from asmnas_tf.space.primitives import PRIMITIVES, reduction_indices
+from asmnas_tf.evaluation.size_report import size_report
 
 # A normal cell written by hand: every op kind, one node (4) with no kept edge
 # (all `zero`), node 5 fed by node 4, and a concat that leaves node 3 out.

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT, TINY_SEARCH, gin_params, needs_fashion_mnist
 
-from asmnas_tf import cli
+from asmnas_tf.runtime import cli
 from asmnas_tf.experiments import compare, stability, timing
-from asmnas_tf.genotype import random_genotype, read_genotype
-from asmnas_tf.primitives import EDGES
+from asmnas_tf.space.genotype import random_genotype, read_genotype
+from asmnas_tf.space.primitives import EDGES
 
 EXPERIMENT = os.path.join(REPO_ROOT, "bin", "experiment")
 SEARCH = os.path.join(REPO_ROOT, "bin", "search")

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from asmnas_tf.eval_model import LOGITS
-from asmnas_tf.eval_net import build_eval_net, resolve_genotype
-from asmnas_tf.export import (MODEL_FILE, SAVED_MODEL_DIR, export_saved_model, read_normalization,
+from asmnas_tf.evaluation.model import LOGITS
+from asmnas_tf.evaluation.builder import build_eval_net, resolve_genotype
+from asmnas_tf.evaluation.export import (MODEL_FILE, SAVED_MODEL_DIR, export_saved_model, read_normalization,
                               write_normalization)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from asmnas_tf.genotype import (
+from asmnas_tf.space.genotype import (
     FORMAT,
     MAX_FILE_BYTES,
     Cell,
@@ -21,8 +21,8 @@ from asmnas_tf.genotype import (
     to_dict,
     write_genotype,
 )
-from asmnas_tf.named_genotypes import NAMES, classic_pairs, named_genotype
-from asmnas_tf.primitives import EDGES, INTERMEDIATE_NODES, PRIMITIVES, reduction_indices
+from asmnas_tf.space.named_genotypes import NAMES, classic_pairs, named_genotype
+from asmnas_tf.space.primitives import EDGES, INTERMEDIATE_NODES, PRIMITIVES, reduction_indices
 
 
 def _searched(num_cells=3):

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from asmnas_tf import ops
-from asmnas_tf.attention import ArchitectureAttention
-from asmnas_tf.mixed_edge import MixedEdge
-from asmnas_tf.primitives import PRIMITIVES
+from asmnas_tf.layers import ops
+from asmnas_tf.layers.attention import ArchitectureAttention
+from asmnas_tf.layers.mixed_edge import MixedEdge
+from asmnas_tf.space.primitives import PRIMITIVES
 
 C = 8
 
@@ -131,7 +131,7 @@ def test_replacement_makes_the_edge_its_selected_op(stride):
 @pytest.mark.parametrize("mode", ["function", "noinline"])
 def test_edges_as_one_shared_graph_function_equal_the_inlined_edges(mode):
     """mixed_edge.set_edge_graph_mode: same outputs, gradients and moving statistics; one trace for two edges."""
-    from asmnas_tf import mixed_edge
+    from asmnas_tf.layers import mixed_edge
 
     x = tf.constant(np.random.default_rng(4).normal(size=(3, 7, 7, C)).astype("float32"))
     edges = [MixedEdge(C, 1, 8), MixedEdge(C, 1, 8)]

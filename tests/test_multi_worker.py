@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pytest
 
-from asmnas_tf.genotype import read_genotype
+from asmnas_tf.space.genotype import read_genotype
 from conftest import REPO_ROOT, TINY_SEARCH, gin_params, needs_fashion_mnist
 
 # Two epochs of 8 steps, the state saved every 2 steps, deterministic.

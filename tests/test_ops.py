@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from asmnas_tf import ops
-from asmnas_tf.primitives import PRIMITIVES
+from asmnas_tf.layers import ops
+from asmnas_tf.space.primitives import PRIMITIVES
 
 C = 16
 

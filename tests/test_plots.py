@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from asmnas_tf import plots
-from asmnas_tf.genotype import Cell, Edge, write_genotype
-from asmnas_tf.primitives import EDGES, PRIMITIVES
-from asmnas_tf.selection import select_genotype, write_attention
+from asmnas_tf.space.genotype import Cell, Edge, write_genotype
+from asmnas_tf.space.primitives import EDGES, PRIMITIVES
+from asmnas_tf.supernet.selection import select_genotype, write_attention
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

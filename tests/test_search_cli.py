@@ -9,8 +9,10 @@ import gin
 import keras
 import pytest
 
-from asmnas_tf import cli, search
-from asmnas_tf.genotype import read_genotype
+from asmnas_tf.runtime import cli
+
+from asmnas_tf.supernet import runner as search
+from asmnas_tf.space.genotype import read_genotype
 from conftest import REPO_ROOT, TINY_SEARCH, gin_params, needs_fashion_mnist
 
 SEARCH = os.path.join(REPO_ROOT, "bin", "search")
@@ -118,7 +120,7 @@ def test_interrupted_search_resumes_from_its_last_epoch(tmp_path):
     finally:
         gin.clear_config()
     # The second run trained epoch 1 only: 8 steps, of which 7 are timed.
-    assert result["steps_timed"] == 7
+    assert result.timing["steps_timed"] == 7
     rows = (tmp_path / "history.csv").read_text().splitlines()[1:]
     assert [row.split(",")[0] for row in rows] == ["0", "1"]
     assert float(rows[1].split(",")[3]) == 0.0  # learning rate annealed to 0 at the end of epoch 1

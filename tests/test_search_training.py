@@ -4,10 +4,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from asmnas_tf import optim
-from asmnas_tf.distribute import make_strategy
-from asmnas_tf.search_model import SupernetModel, compile_supernet
-from asmnas_tf.supernet import build_supernet
+from asmnas_tf.runtime import optim
+from asmnas_tf.runtime.distribute import make_strategy
+from asmnas_tf.supernet.model import SupernetModel, compile_supernet
+from asmnas_tf.supernet.builder import build_supernet
 
 
 def two_cpu_strategy():

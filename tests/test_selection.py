@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from asmnas_tf.genotype import GenotypeError, read_genotype, write_genotype
-from asmnas_tf.primitives import EDGES, PRIMITIVES
-from asmnas_tf.selection import read_attention, select_genotype, write_attention
+from asmnas_tf.space.genotype import GenotypeError, read_genotype, write_genotype
+from asmnas_tf.space.primitives import EDGES, PRIMITIVES
+from asmnas_tf.supernet.selection import read_attention, select_genotype, write_attention
 
 OP = {name: k for k, name in enumerate(PRIMITIVES)}
 

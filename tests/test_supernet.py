@@ -4,9 +4,9 @@ import time
 
 import numpy as np
 
-from asmnas_tf.mixed_edge import MixedEdge
-from asmnas_tf.primitives import reduction_indices
-from asmnas_tf.supernet import build_supernet, count_attention_modules
+from asmnas_tf.layers.mixed_edge import MixedEdge
+from asmnas_tf.space.primitives import reduction_indices
+from asmnas_tf.supernet.builder import build_supernet, count_attention_modules
 
 
 def test_paper_size_supernet_builds():

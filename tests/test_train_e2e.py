@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from asmnas_tf import cli, train
+from asmnas_tf.runtime import cli
+
+from asmnas_tf.evaluation import runner as train
 from asmnas_tf.data import load_arrays
 from asmnas_tf.data import imagenet  # noqa: F401  (its configurable, before parsing)
 
@@ -53,21 +55,21 @@ def test_fashion_mnist_train_resume_export(tmp_path, capsys):
 
         # The second invocation resumes: epoch 0 is not trained again.
         result = train.run_train(model_dir)
-        assert result["epochs_run_now"] == 1 and not result["resumed_complete"]
+        assert result.results["epochs_run_now"] == 1 and not result.resumed_complete
         assert _history_epochs(model_dir) == [0, 1]
-        assert result["test_accuracy"] > 0.85
-        assert f"Test accuracy: {result['test_accuracy']:.4f}" in capsys.readouterr().out
+        assert result.test_accuracy > 0.85
+        assert f"Test accuracy: {result.test_accuracy:.4f}" in capsys.readouterr().out
         with open(os.path.join(model_dir, train.RESULTS_FILE)) as f:
-            assert json.load(f)["test_accuracy"] == result["test_accuracy"]
+            assert json.load(f) == result.results
         with open(os.path.join(model_dir, train.SIZE_FILE)) as f:
             size = json.load(f)
-        assert size["params"] == result["params"] > 0 and size["macs"] > 0 and size["aux_params"] > 0
+        assert size["params"] == result.results["params"] > 0 and size["macs"] > 0 and size["aux_params"] > 0
         for name in ("model.keras", "normalization.json", "operative_config.gin", "timing.json"):
             assert os.path.isfile(os.path.join(model_dir, name)), name
 
         # A finished run is not run again.
         again = train.run_train(model_dir)
-        assert again["resumed_complete"] and again["test_accuracy"] == result["test_accuracy"]
+        assert again.resumed_complete and again.results == result.results
     finally:
         gin.clear_config()
 
@@ -85,7 +87,7 @@ def test_fashion_mnist_train_resume_export(tmp_path, capsys):
     serve = tf.saved_model.load(path).signatures["serving_default"]
     class_ids = np.concatenate([serve(images=tf.constant(data.x_test[i:i + 500]))["class_ids"].numpy()
                                 for i in range(0, 2000, 500)])
-    assert np.mean(class_ids == data.y_test) == pytest.approx(result["test_accuracy"], abs=5e-3)
+    assert np.mean(class_ids == data.y_test) == pytest.approx(result.test_accuracy, abs=5e-3)
 
 
 def test_bin_train_user_errors_are_one_line(tmp_path):

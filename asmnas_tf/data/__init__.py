@@ -7,6 +7,7 @@ from asmnas_tf.data.sources import DATASETS
 from asmnas_tf.data.sources import DEFAULT_IDX_DIR
 from asmnas_tf.data.sources import DataError
 from asmnas_tf.data.sources import ImageArrays
+from asmnas_tf.data.sources import as_image_arrays
 from asmnas_tf.data.sources import load_arrays
 from asmnas_tf.data.sources import read_idx
 
@@ -15,6 +16,7 @@ __all__ = [
     "DEFAULT_IDX_DIR",
     "DataError",
     "ImageArrays",
+    "as_image_arrays",
     "channel_stats",
     "load_arrays",
     "make_dataset",

@@ -19,6 +19,7 @@ strategy split batches; nothing here is strategy-aware.
 import gin
 import numpy as np
 import tensorflow as tf
+from asmnas_tf.errors import UserError
 
 
 def split_halves(x, y):
@@ -28,10 +29,10 @@ def split_halves(x, y):
     split. Returns ((x_a, y_a), (x_b, y_b)).
     """
     if len(x) != len(y):
-        raise ValueError(f"Expected as many labels as images. Received: "
+        raise UserError(f"Expected as many labels as images. Received: "
                          f"len(x)={len(x)}, len(y)={len(y)}")
     if len(x) < 2:
-        raise ValueError(f"Expected at least 2 examples to split. "
+        raise UserError(f"Expected at least 2 examples to split. "
                          f"Received: len(x)={len(x)}")
     half = len(x) // 2
     return (x[:half], y[:half]), (x[half:], y[half:])
@@ -45,7 +46,7 @@ def channel_stats(x_uint8):
     """
     x = np.asarray(x_uint8)
     if x.dtype != np.uint8 or x.ndim != 4:
-        raise ValueError(f"Expected uint8 images [N, H, W, C]. Received: "
+        raise UserError(f"Expected uint8 images [N, H, W, C]. Received: "
                          f"dtype={x.dtype}, shape={x.shape}")
     values = np.arange(256, dtype=np.float64) / 255.0
     means, stds = [], []
@@ -79,24 +80,24 @@ def _cutout_square(height, width, size, seed):
 
 def _check_inputs(x, y, batch_size, mean, std, crop_padding, cutout):
     if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4:
-        raise ValueError(f"Expected x to be uint8 numpy images [N, H, W, C]. "
+        raise UserError(f"Expected x to be uint8 numpy images [N, H, W, C]. "
                          f"Received: x of type {type(x).__name__}, "
                          f"dtype={getattr(x, 'dtype', None)}, "
                          f"shape={getattr(x, 'shape', None)}")
     if np.ndim(y) != 1 or len(y) != len(x):
-        raise ValueError(f"Expected y to be {len(x)} labels [N]. "
+        raise UserError(f"Expected y to be {len(x)} labels [N]. "
                          f"Received: y shape={np.shape(y)}")
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"Expected batch_size to be a positive integer. "
+        raise UserError(f"Expected batch_size to be a positive integer. "
                          f"Received: batch_size={batch_size!r}")
     channels = x.shape[-1]
     mean = np.asarray(mean, np.float32).reshape(-1)
     std = np.asarray(std, np.float32).reshape(-1)
     if mean.shape != (channels,) or std.shape != (channels,) or np.any(std <= 0):
-        raise ValueError(f"Expected mean and std of shape [{channels}] with "
+        raise UserError(f"Expected mean and std of shape [{channels}] with "
                          f"std > 0. Received: mean={mean}, std={std}")
     if crop_padding < 0 or cutout < 0:
-        raise ValueError(f"Expected crop_padding >= 0 and cutout >= 0. Received: "
+        raise UserError(f"Expected crop_padding >= 0 and cutout >= 0. Received: "
                          f"crop_padding={crop_padding}, cutout={cutout}")
     return mean, std
 

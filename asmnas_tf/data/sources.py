@@ -45,6 +45,7 @@ from typing import Tuple
 import gin
 import numpy as np
 import tensorflow as tf
+from asmnas_tf.errors import UserError
 
 DATASETS = ("fashion_mnist", "cifar10", "cifar100", "npz", "folder")
 DEFAULT_IDX_DIR = "/usr/share/datasets/fashion-mnist"
@@ -62,7 +63,7 @@ _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 _IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Data missing or malformed; the message is one line saying how to fix it.
 
     `load_arrays` is gin-configurable, and gin appends "In call to
@@ -422,3 +423,65 @@ def load_folder(path) -> ImageArrays:
         x_test=np.stack(x_test), y_test=np.asarray(y_test, np.int64),
         num_classes=len(class_names),
         name=os.path.basename(os.path.normpath(path)))
+
+
+# ------------------------------------------------------------ user values
+
+
+def _dataset_to_arrays(dataset, what):
+    """(images, labels) of a `tf.data.Dataset` of (image, label), batched or not."""
+    spec = dataset.element_spec
+    if not (isinstance(spec, tuple) and len(spec) == 2):
+        raise DataError(f"{what}: expected a tf.data.Dataset of (image, label) pairs; "
+                        f"its elements are {spec}.")
+    images, labels = [], []
+    batched = len(spec[0].shape) == 4
+    for x, y in dataset.as_numpy_iterator():
+        images.append(x)
+        labels.append(y)
+    if not images:
+        raise DataError(f"{what}: the tf.data.Dataset is empty.")
+    stack = np.concatenate if batched else np.stack
+    return stack(images), (np.concatenate if batched else np.asarray)(labels)
+
+
+def as_image_arrays(x, y=None, x_test=None, y_test=None, num_classes=None, name="arrays") -> ImageArrays:
+    """User data given as values: numpy images and labels, or `tf.data.Dataset`s.
+
+    `x`: images [N, H, W] or [N, H, W, C], uint8 (or floats in [0, 1] or
+    [0, 255]), with labels `y` [N]; or a `tf.data.Dataset` of (image, label)
+    pairs, batched or not, read once into memory (`y` then None); or an
+    `ImageArrays` (as `load_arrays` returns), used as it is. The test split
+    is optional (searching needs none). The same checks as an .npz file.
+    """
+    if isinstance(x, ImageArrays):
+        return x
+    if isinstance(x, tf.data.Dataset):
+        if y is not None:
+            raise DataError("x is a tf.data.Dataset of (image, label) pairs: pass y=None")
+        x, y = _dataset_to_arrays(x, "x")
+    if isinstance(x_test, tf.data.Dataset):
+        if y_test is not None:
+            raise DataError("x_test is a tf.data.Dataset of (image, label) pairs: pass y_test=None")
+        x_test, y_test = _dataset_to_arrays(x_test, "x_test")
+    if y is None:
+        raise DataError("y (the training labels) is missing: pass x and y, or a tf.data.Dataset as x")
+    if (x_test is None) != (y_test is None):
+        raise DataError("pass both x_test and y_test, or neither")
+    x_train = _npz_images(np.asarray(x), "x", "arrays")
+    y_train = _npz_labels(np.asarray(y), "y", len(x_train), "arrays")
+    if x_test is None:
+        x_test, y_test = x_train[:0], y_train[:0]
+    else:
+        x_test = _npz_images(np.asarray(x_test), "x_test", "arrays")
+        y_test = _npz_labels(np.asarray(y_test), "y_test", len(x_test), "arrays")
+        if x_test.shape[1:] != x_train.shape[1:]:
+            raise DataError(f"arrays: x images are {x_train.shape[1:]} but x_test images are "
+                            f"{x_test.shape[1:]}; they must match.")
+    labels = np.concatenate([y_train, y_test])
+    if num_classes is None:
+        num_classes = int(labels.max()) + 1 if labels.size else 0
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(f"arrays: labels should lie in [0, {num_classes}); got [{labels.min()}, {labels.max()}].")
+    return ImageArrays(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
+                       num_classes=int(num_classes), name=name)

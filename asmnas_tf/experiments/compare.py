@@ -27,30 +27,31 @@ import time
 import gin
 import numpy as np
 
-from asmnas_tf import run_dir as rd
-from asmnas_tf.genotype import random_genotype, write_genotype
+from asmnas_tf.runtime import run_dir as rd
+from asmnas_tf.space.genotype import random_genotype, write_genotype
+from asmnas_tf.errors import UserError
 
 METHODS = ("asm", "darts1", "darts2", "random")
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RUNS_FILE = "compare.csv"
 TABLE_FILE = "compare.md"
 JSON_FILE = "compare.json"
 RUN_COLUMNS = ("method", "seed", "test_accuracy", "search_s", "train_s", "params")
 
 
-class SubRunError(ValueError):
+class SubRunError(UserError):
     """A search or training of the comparison failed; its own output says why."""
 
 
 def _command(script, gin_files, params, model_dir):
-    return [sys.executable, os.path.join(REPO, "bin", script), *[f"--gin_file={f}" for f in gin_files],
+    # `python -m` of this interpreter: the installed package, whatever is on PATH.
+    return [sys.executable, "-m", f"asmnas_tf.commands.{script}", *[f"--gin_file={f}" for f in gin_files],
             *[f"--gin_param={p}" for p in params], f"--model_dir={model_dir}"]
 
 
 def _run(command, what):
-    print(f"\n=== {what}\n$ {' '.join(command[1:])}", flush=True)
+    print(f"\n=== {what}\n$ asmnas-{command[2].rpartition('.')[2]} {' '.join(command[3:])}", flush=True)
     started = time.perf_counter()
-    result = subprocess.run(command, cwd=REPO)
+    result = subprocess.run(command)
     if result.returncode != 0:
         raise SubRunError(f"compare: {what} failed (exit {result.returncode}); its output is above")
     return time.perf_counter() - started
@@ -84,9 +85,9 @@ def run_compare(model_dir, methods=("asm", "darts1", "random"), seeds=(0, 1, 2),
     """Search and train every (method, seed); returns {"runs", "summary", "paths"}."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
-        raise ValueError(f"run_compare.methods={list(methods)!r}: expected some of {', '.join(METHODS)}")
+        raise UserError(f"run_compare.methods={list(methods)!r}: expected some of {', '.join(METHODS)}")
     if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"run_compare.seeds={list(seeds)!r}: expected distinct seeds")
+        raise UserError(f"run_compare.seeds={list(seeds)!r}: expected distinct seeds")
     started = time.perf_counter()
     runs = []
     for seed in seeds:

@@ -25,17 +25,18 @@ import gin
 import numpy as np
 import tensorflow as tf
 
-from asmnas_tf import run_dir as rd
+from asmnas_tf.runtime import run_dir as rd
 from asmnas_tf.data import load_arrays
-from asmnas_tf.distribute import make_strategy
-from asmnas_tf.graph_options import lean_grappler_on_cpu
-from asmnas_tf.genotype import read_genotype
-from asmnas_tf.inference import accuracy
-from asmnas_tf.mixed_edge import MixedEdge
-from asmnas_tf.primitives import EDGES, PRIMITIVES, cell_name, edge_name
-from asmnas_tf.search import search_datasets
-from asmnas_tf.search_model import LOGITS
-from asmnas_tf.supernet import build_supernet
+from asmnas_tf.runtime.distribute import make_strategy
+from asmnas_tf.runtime.graph_options import lean_grappler_on_cpu
+from asmnas_tf.space.genotype import read_genotype
+from asmnas_tf.runtime.inference import accuracy
+from asmnas_tf.layers.mixed_edge import MixedEdge
+from asmnas_tf.space.primitives import EDGES, PRIMITIVES, cell_name, edge_name
+from asmnas_tf.supernet.runner import search_datasets
+from asmnas_tf.supernet.model import LOGITS
+from asmnas_tf.supernet.builder import build_supernet
+from asmnas_tf.errors import UserError
 
 STABILITY_DIR = "stability"
 CSV_FILE = "stability.csv"
@@ -90,7 +91,7 @@ def run_stability(search_dir, cells=None, batch_size=256):
     cells = list(range(num_cells)) if cells is None else [int(c) for c in cells]
     bad = [c for c in cells if not 0 <= c < num_cells]
     if bad:
-        raise ValueError(f"run_stability.cells: {bad} not in 0..{num_cells - 1} (the genotype has {num_cells} cells)")
+        raise UserError(f"run_stability.cells: {bad} not in 0..{num_cells - 1} (the genotype has {num_cells} cells)")
     method = genotype.source.get("method", "asm")
     seed = int(genotype.source.get("seed", 0))
 
@@ -103,7 +104,7 @@ def run_stability(search_dir, cells=None, batch_size=256):
         model = build_supernet(arrays.image_shape, arrays.num_classes,
                                mixing="attention" if method == "asm" else "alpha")
     if len(genotype.cells) != sum(1 for layer in model.layers if layer.name.endswith("_output")):
-        raise ValueError(f"{search_dir}: the genotype has {num_cells} cells, the supernet of its config does not")
+        raise UserError(f"{search_dir}: the genotype has {num_cells} cells, the supernet of its config does not")
     model.load_weights(os.path.join(search_dir, rd.SUPERNET_WEIGHTS_FILE))
     # Before the first predict, so that the traced graph reads them.
     for layer in model.layers:

@@ -29,13 +29,14 @@ import gin
 import numpy as np
 import tensorflow as tf
 
-from asmnas_tf import run_dir as rd
-from asmnas_tf.architect import architecture_optimizer, compile_darts, step_functions
-from asmnas_tf.distribute import make_strategy
-from asmnas_tf.graph_options import lean_grappler_on_cpu
-from asmnas_tf.optim import search_optimizer
-from asmnas_tf.search_model import compile_supernet
-from asmnas_tf.supernet import build_supernet
+from asmnas_tf.runtime import run_dir as rd
+from asmnas_tf.supernet.darts import architecture_optimizer, compile_darts, step_functions
+from asmnas_tf.runtime.distribute import make_strategy
+from asmnas_tf.runtime.graph_options import lean_grappler_on_cpu
+from asmnas_tf.runtime.optim import search_optimizer
+from asmnas_tf.supernet.model import compile_supernet
+from asmnas_tf.supernet.builder import build_supernet
+from asmnas_tf.errors import UserError
 
 METHODS = ("uniform", "asm", "darts1", "darts2")
 CSV_FILE = "timing.csv"
@@ -139,14 +140,14 @@ def run_timing(model_dir, methods=METHODS, image_shape=(32, 32, 3), num_classes=
             return json.load(f)
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
-        raise ValueError(f"run_timing.methods={list(methods)!r}: expected some of {', '.join(METHODS)}")
+        raise UserError(f"run_timing.methods={list(methods)!r}: expected some of {', '.join(METHODS)}")
     if steps < 1 or batch_size < 1:
-        raise ValueError(f"run_timing: expected steps >= 1 and batch_size >= 1. "
+        raise UserError(f"run_timing: expected steps >= 1 and batch_size >= 1. "
                          f"Received: steps={steps}, batch_size={batch_size}")
     strategy = make_strategy()
     lean_grappler_on_cpu()  # as bin/search: the start-up of each traced step
     if batch_size % strategy.num_replicas_in_sync:
-        raise ValueError(f"run_timing.batch_size={batch_size} does not split over "
+        raise UserError(f"run_timing.batch_size={batch_size} does not split over "
                          f"{strategy.num_replicas_in_sync} replicas")
     image_shape = tuple(int(d) for d in image_shape)
     tf.random.set_seed(seed)
