@@ -12,11 +12,8 @@ trainable variables (gradients are function inputs, so nothing folds) as one
 
 import collections
 import json
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 

@@ -371,12 +371,12 @@ def test_seeded_batches_repeat_in_process_and_across_processes():
     assert not np.array_equal(a[0], c[0])
 
     # A fresh process (fresh TF runtime) must draw the very same batch.
-    script = ("import sys, hashlib; sys.path.insert(0, sys.argv[1]); "
+    script = ("import hashlib; "
               "import keras; keras.utils.set_random_seed(5); "
               "import tests.test_data as t; i, l = t._first_batch(11); "
               "print(hashlib.md5(i.tobytes() + l.tobytes()).hexdigest())")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    out = subprocess.run([sys.executable, "-c", script, REPO_ROOT], env=env,
+    out = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO_ROOT,
                          capture_output=True, text=True, check=True, timeout=120)
     here = hashlib.md5(a[0].tobytes() + a[1].tobytes()).hexdigest()
     assert out.stdout.strip().splitlines()[-1] == here

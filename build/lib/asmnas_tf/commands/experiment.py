@@ -1,0 +1,46 @@
+"""`asmnas-experiment`: the paper's comparative experiments, timing, stability, compare.
+
+  asmnas-experiment timing    --gin_file=experiment/timing.gin --model_dir=runs/timing
+  asmnas-experiment stability --model_dir=runs/search          (a finished search run)
+  asmnas-experiment compare   --gin_file=experiment/compare_fashion_mnist.gin --model_dir=runs/compare
+
+`stability` reads the search run's own config.gin (same supernet, same data)
+and writes into <search run>/stability/; --gin_param may add bindings such
+as `run_stability.cells = [0]`.
+"""
+
+import os
+
+from asmnas_tf.runtime import cli
+
+EXPERIMENTS = ("timing", "stability", "compare")
+
+
+def _experiment(name):
+    from asmnas_tf.experiments import compare, stability, timing
+    from asmnas_tf.runtime import run_dir
+    from asmnas_tf.supernet import runner  # noqa: F401  (its configurables, read by stability)
+
+    model_dir = cli.require_model_dir()
+    if name == "stability":
+        config_path = os.path.join(model_dir, run_dir.CONFIG_FILE)
+        if not os.path.isfile(config_path):
+            raise run_dir.RunDirError(f"--model_dir={model_dir}: no {run_dir.CONFIG_FILE}; expected a search run")
+        cli.parse_gin([config_path, *cli.FLAGS.gin_file], cli.FLAGS.gin_param)
+        stability.run_stability(model_dir)
+        return
+    config = cli.parse_gin(cli.FLAGS.gin_file, cli.FLAGS.gin_param)
+    run_dir.prepare(model_dir, config)
+    if name == "timing":
+        timing.run_timing(model_dir)
+    else:
+        compare.run_compare(model_dir)
+
+
+def main():
+    # The same flag parser as the other commands, with one sub-command.
+    cli.start(_experiment, __doc__, command_choices=EXPERIMENTS)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""`asmnas-search`: search an architecture with ASM-NAS, a dataset in, genotype.json out.
+
+  asmnas-search --gin_file=search/fashion_mnist.gin --model_dir=runs/fmnist
+"""
+
+import os
+
+from asmnas_tf.runtime import cli
+
+
+def _search():
+    from asmnas_tf.runtime import run_dir
+    from asmnas_tf.supernet import runner
+
+    model_dir = cli.require_model_dir()
+    config = cli.parse_gin(cli.FLAGS.gin_file, cli.FLAGS.gin_param)
+    cli.prepare_run_dir(model_dir, config)
+    result = runner.run_search(model_dir)
+    if result.genotype is None:
+        print("Worker done; the chief writes the genotype.")
+        return
+    print(f"Genotype ({len(result.genotype.cells)} cells):")
+    print(runner.describe(result.genotype))
+    print(f"Written: {os.path.join(model_dir, run_dir.GENOTYPE_FILE)}")
+    for path in result.plots:
+        print(f"Plot: {path}")
+
+
+def main():
+    cli.start(_search, __doc__)  # flag errors: one line, status 2
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""The evaluation network: a genotype turned into a trainable model (SPEC §6).
+
+A functional Keras model, read top to bottom: stem, one cell per genotype
+cell, global pool, classifier; the auxiliary head hangs off the second
+reduction cell. As DARTS `model.py` (`NetworkCIFAR`, `NetworkImageNet`):
+
+* cell i is built from genotype cell i; its inputs are preprocessed by a
+  1x1 ReLU-Conv-BN, or FactorizedReduce for c_{k-2} after a reduction;
+  channels double at the reduction cells, whose edges leaving nodes 0 and 1
+  have stride 2; BatchNorm is affine; pools have no BN (DARTS eval OPS);
+* `zero` edges are left out; a node sums its kept edges; a node with none is
+  zeros of the node's shape; the output concatenates the cell's `concat`;
+* every kept edge except the identity is followed by drop-path.
+
+Stems: 'cifar' is a 3x3 conv to 3C and BN. 'imagenet' is DARTS's pair for
+224x224 images (three 3x3 stride-2 convs, 224 -> 28), after which the first
+cell sees a reduction behind it. Padding is symmetric, as in PyTorch.
+
+Layer names say where a weight lives: `cell04_edge1to3_sep_conv_3x3`.
+"""
+
+import gin
+import keras
+
+from asmnas_tf.layers import op_math
+from asmnas_tf.layers.aux_head import AuxiliaryHead
+from asmnas_tf.layers.drop_path import DropPath
+from asmnas_tf.evaluation.model import AUX_LOGITS, LOGITS, EvalModel
+from asmnas_tf.space.genotype import GenotypeError, read_genotype
+from asmnas_tf.space.named_genotypes import NAMES, named_genotype
+from asmnas_tf.layers.ops import Identity, Zero, cell_preprocessing, make_op
+from asmnas_tf.space.primitives import INTERMEDIATE_NODES, cell_name, edge_name
+from asmnas_tf.errors import UserError
+
+STEMS = ("cifar", "imagenet")
+# A named genotype is a (normal, reduce) pair, which fits any depth; this is
+# the depth it gets when none is asked for (the paper's evaluation, SPEC §6).
+DEFAULT_NAMED_CELLS = 15
+
+
+def resolve_genotype(genotype, num_cells=None):
+    """A Genotype from a value, a named genotype ('DARTS_V2') or a genotype.json path.
+
+    `num_cells`, when given, is the depth asked for: a file with another
+    number of cells is refused (GenotypeError naming the file and the field).
+    """
+    if hasattr(genotype, "cells"):
+        if num_cells is not None and len(genotype.cells) != num_cells:
+            raise GenotypeError(
+                f"genotype: cells: {len(genotype.cells)} cells, the network asks for {num_cells} "
+                f"(expected {num_cells} cells)"
+            )
+        return genotype
+    if not isinstance(genotype, str) or not genotype:
+        raise GenotypeError(
+            f"genotype: expected a genotype.json path or one of {', '.join(NAMES)}; received {genotype!r}"
+        )
+    if genotype in NAMES:
+        return named_genotype(genotype, num_cells or DEFAULT_NAMED_CELLS)
+    return read_genotype(genotype, num_cells=num_cells)
+
+
+def _conv(filters, kernel, stride, fan_in, name):
+    return keras.layers.Conv2D(
+        filters,
+        kernel,
+        strides=stride,
+        padding="valid",
+        use_bias=False,
+        kernel_initializer=op_math.torch_uniform(kernel * kernel * fan_in),
+        name=name,
+    )
+
+
+def _bn(name):
+    return keras.layers.BatchNormalization(momentum=op_math.BN_MOMENTUM, epsilon=op_math.BN_EPSILON, name=name)
+
+
+def _conv_bn(x, filters, stride, name):
+    """3x3 conv, padding 1 on each side (PyTorch's), no bias; then BN."""
+    x = keras.layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
+    x = _conv(filters, 3, stride, x.shape[-1], f"{name}_conv")(x)
+    return _bn(f"{name}_bn")(x)
+
+
+def _stem(inputs, channels, kind, stem_multiplier):
+    """Returns (s0, s1, reduction_prev) for the first cell."""
+    if kind == "cifar":
+        s = _conv_bn(inputs, stem_multiplier * channels, 1, "stem")
+        return s, s, False
+    half = _conv_bn(inputs, channels // 2, 2, "stem0_a")
+    half = keras.layers.ReLU(name="stem0_relu")(half)
+    s0 = _conv_bn(half, channels, 2, "stem0_b")
+    s1 = _conv_bn(keras.layers.ReLU(name="stem1_relu")(s0), channels, 2, "stem1")
+    return s0, s1, True
+
+
+def _cell(index, s0, s1, cell, channels, reduction_prev):
+    """One evaluation cell from genotype cell `cell`."""
+    name = cell_name(index)
+    pre0, pre1 = cell_preprocessing(channels, True, reduction_prev, name)
+    states = {0: pre0(s0), 1: pre1(s1)}
+    for target in INTERMEDIATE_NODES:
+        incoming = []
+        for edge in cell.edges:
+            if edge.target != target or edge.op == "zero":
+                continue
+            stride = 2 if cell.reduction and edge.source < 2 else 1
+            where = f"{name}_{edge_name(edge.source, target)}"
+            op = make_op(edge.op, channels, stride, affine=True, pool_batch_norm=False, name=f"{where}_{edge.op}")
+            h = op(states[edge.source])
+            if not isinstance(op, Identity):
+                h = DropPath(name=f"{where}_drop_path")(h)
+            incoming.append(h)
+        if not incoming:
+            # No kept edge: the node is zeros of a node's shape (C channels,
+            # the cell's output resolution).
+            states[target] = Zero(2 if cell.reduction else 1, name=f"{name}_node{target}_zero")(states[1])
+        elif len(incoming) == 1:
+            states[target] = incoming[0]
+        else:
+            states[target] = keras.layers.Add(name=f"{name}_node{target}")(incoming)
+    outputs = [states[node] for node in cell.concat]
+    if len(outputs) == 1:
+        return outputs[0]
+    return keras.layers.Concatenate(name=f"{name}_output")(outputs)
+
+
+@gin.configurable(denylist=["genotype", "input_shape", "num_classes"])
+def build_eval_net(
+    genotype,
+    input_shape,
+    num_classes,
+    channels=36,
+    stem="cifar",
+    auxiliary=True,
+    auxiliary_weight=0.4,
+    clipnorm=5.0,
+    label_smoothing=0.0,
+    stem_multiplier=3,
+    name="asm_eval_net",
+):
+    """The evaluation network of `genotype` (a Genotype: one cell per network cell).
+
+    Outputs `{"logits"}` and, when `auxiliary`, `{"aux_logits"}` in training
+    (see `eval_model.EvalModel`). Drop-path layers start at rate 0; the
+    training run schedules them (`drop_path.DropPathSchedule`).
+    """
+    if stem not in STEMS:
+        raise UserError(f"Expected build_eval_net.stem in {STEMS}. Received: stem={stem!r}")
+    if channels < 2 or channels % 2:
+        raise UserError(f"Expected an even build_eval_net.channels >= 2. Received: channels={channels}")
+    if len(input_shape) != 3:
+        raise UserError(f"Expected input_shape (H, W, C). Received: input_shape={input_shape}")
+    inputs = keras.Input(shape=tuple(input_shape), name="images")
+    s0, s1, reduction_prev = _stem(inputs, channels, stem, stem_multiplier)
+    reductions = [i for i, cell in enumerate(genotype.cells) if cell.reduction]
+    aux_after = reductions[-1] if reductions else None
+
+    cell_channels = channels
+    aux_logits = None
+    for index, cell in enumerate(genotype.cells):
+        if cell.reduction:
+            cell_channels *= 2
+        output = _cell(index, s0, s1, cell, cell_channels, reduction_prev)
+        s0, s1 = s1, output
+        reduction_prev = cell.reduction
+        if auxiliary and index == aux_after:
+            aux_logits = AuxiliaryHead(num_classes, kind=stem, name="auxiliary_head")(output)
+
+    pooled = keras.layers.GlobalAveragePooling2D(name="global_pool")(s1)
+    logits = keras.layers.Dense(
+        num_classes,
+        kernel_initializer=op_math.torch_uniform(pooled.shape[-1]),
+        bias_initializer=op_math.torch_uniform(pooled.shape[-1]),
+        dtype="float32",
+        name="classifier",
+    )(pooled)
+    outputs = {LOGITS: logits}
+    if aux_logits is not None:
+        outputs[AUX_LOGITS] = aux_logits
+    return EvalModel(
+        inputs=inputs,
+        outputs=outputs,
+        auxiliary_weight=auxiliary_weight,
+        clipnorm=clipnorm,
+        label_smoothing=label_smoothing,
+        name=name,
+    )

@@ -1,0 +1,294 @@
+"""A training run of the evaluation network: genotype in, tested model out (paper §5.2).
+
+1. Read the genotype (a genotype.json, or a named one such as 'DARTS_V2').
+2. Data: the arrays of `load_arrays` (CIFAR, Fashion-MNIST, user data) with
+   crop, flip, cutout and normalisation in tf.data, or the streaming
+   ImageNet pipeline (`data.imagenet`). The normalisation is saved in the
+   run directory for the export.
+3. Build the network (`evaluation/builder.py`), report its size (`size.json`), train it
+   with `train_loop.fit` under a `tf.distribute` strategy: SGD with coupled L2,
+   cosine or linear decay, drop-path scheduled by epoch, auxiliary loss.
+4. Test accuracy at the end, in `results.json`; the model in `model.keras`.
+
+An interrupted run resumes from its last saved state, inside an epoch
+(`train_loop.py`); a finished one (`results.json` present) is not run again.
+"""
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+
+import gin
+import keras
+
+from asmnas_tf.runtime import run_dir as rd
+from asmnas_tf.runtime import train_loop
+from asmnas_tf.runtime.callbacks import LearningRateLogger, StepTimer, StopOnNonFiniteLoss
+from asmnas_tf.data import as_image_arrays, channel_stats, load_arrays, make_dataset
+from asmnas_tf.runtime.distribute import make_strategy
+from asmnas_tf.runtime.graph_options import lean_grappler_on_cpu
+from asmnas_tf.layers.drop_path import DropPathSchedule
+from asmnas_tf.evaluation.model import LOGITS, compile_eval_model
+from asmnas_tf.evaluation.builder import build_eval_net, resolve_genotype
+from asmnas_tf.evaluation.export import MODEL_FILE, normalization_info, write_normalization
+from asmnas_tf.runtime.inference import classification_metrics, outputs_and_labels
+from asmnas_tf.runtime.optim import CoupledSGD
+from asmnas_tf.supernet.runner import seed_everything
+from asmnas_tf.evaluation.size_report import describe_size, size_report
+from asmnas_tf.errors import UserError
+
+RESULTS_FILE = "results.json"
+SIZE_FILE = "size.json"
+SCHEDULES = ("cosine", "linear")
+DATA_SOURCES = ("arrays", "imagenet")
+
+
+@gin.configurable(denylist=["total_steps"])
+def train_optimizer(total_steps, learning_rate=0.025, schedule="cosine", momentum=0.9, weight_decay=3e-4):
+    """SGD (PyTorch semantics, coupled L2) with cosine or linear decay to 0 per step."""
+    steps = max(int(total_steps), 1)
+    if schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(learning_rate, steps, alpha=0.0)
+    elif schedule == "linear":
+        rate = keras.optimizers.schedules.PolynomialDecay(learning_rate, steps, end_learning_rate=0.0, power=1.0)
+    else:
+        raise UserError(f"train_optimizer.schedule={schedule!r} is not one of {', '.join(SCHEDULES)}")
+    return CoupledSGD(learning_rate=rate, momentum=momentum, l2=weight_decay)
+
+
+def _array_data(arrays, batch_size, eval_batch_size, seed):
+    mean, std = channel_stats(arrays.x_train)
+    train = make_dataset(arrays.x_train, arrays.y_train, batch_size, training=True, mean=mean, std=std, seed=seed)
+    test = make_dataset(arrays.x_test, arrays.y_test, eval_batch_size, training=False, mean=mean, std=std)
+    return dict(train=train, test=test, num_train=len(arrays.x_train), num_test=len(arrays.x_test),
+                image_shape=arrays.image_shape, num_classes=arrays.num_classes, mean=mean, std=std,
+                name=arrays.name)
+
+
+def _imagenet_data(batch_size, eval_batch_size, seed):
+    from asmnas_tf.data.imagenet import imagenet_datasets
+
+    data = imagenet_datasets(batch_size, eval_batch_size, seed=seed)
+    return {field: getattr(data, field) for field in
+            ("train", "test", "num_train", "num_test", "image_shape", "num_classes", "mean", "std", "name")}
+
+
+def _callbacks(model_dir, drop_path, epochs, timer, extra, chief):
+    """The run's callbacks; only the chief writes files (SPEC §8)."""
+    # First: a NaN loss must stop the run before the epoch's state is saved.
+    guard = StopOnNonFiniteLoss(os.path.join(model_dir, rd.CHECKPOINT_DIR))
+    schedule = DropPathSchedule(drop_path, epochs)
+    if not chief:
+        return [guard, schedule, timer, *extra]
+    return [
+        guard,
+        schedule,
+        LearningRateLogger(),
+        keras.callbacks.CSVLogger(os.path.join(model_dir, rd.HISTORY_FILE), append=True),
+        keras.callbacks.TensorBoard(os.path.join(model_dir, rd.TENSORBOARD_DIR), write_graph=False),
+        timer,
+        *extra,
+    ]
+
+
+def _write_json(path, value):
+    rd.write_text_atomic(path, json.dumps(value, indent=1) + "\n")
+
+
+def _save_model_atomic(model, path):
+    tmp = os.path.join(os.path.dirname(path), ".tmp-" + os.path.basename(path))
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a training returns (one type for every case).
+
+    `results`: what results.json holds (test_accuracy, test_loss, params,
+    macs, epochs, wall_s...; empty on a worker that is not the chief).
+    `model`: the trained evaluation network (a keras.Model; None when the
+    run was already complete: load `model_dir`/model.keras). `normalization`:
+    what the served graph needs (mean, std, image shape), for `export`.
+    """
+
+    results: dict = dataclasses.field(default_factory=dict)
+    history: dict = dataclasses.field(default_factory=dict)
+    model: object = None
+    normalization: dict = None
+    model_dir: str = None
+    chief: bool = True
+    resumed_complete: bool = False
+
+    @property
+    def test_accuracy(self):
+        return self.results.get("test_accuracy")
+
+
+def _check_train_arguments(epochs, batch_size, eval_batch_size, drop_path, save_every_steps):
+    """Every argument checked before any data is read or file written."""
+    for name, value, least in (("epochs", epochs, 1), ("batch_size", batch_size, 1),
+                               ("eval_batch_size", eval_batch_size, 1), ("save_every_steps", save_every_steps, 0)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise UserError(f"run_train.{name}={value!r}: expected an integer >= {least}")
+    if not isinstance(drop_path, (int, float)) or isinstance(drop_path, bool) or not 0 <= drop_path < 1:
+        raise UserError(f"run_train.drop_path={drop_path!r}: expected a number in [0, 1)")
+
+
+def _completed(model_dir):
+    results_path = os.path.join(model_dir, RESULTS_FILE)
+    if not os.path.exists(results_path):
+        return None
+    with open(results_path, encoding="utf-8") as f:
+        results = json.load(f)
+    print(f"Training already complete: {results_path}")
+    return TrainResult(results=results, model_dir=model_dir, resumed_complete=True)
+
+
+def train(
+    genotype,
+    x,
+    y=None,
+    x_test=None,
+    y_test=None,
+    *,
+    num_cells=None,
+    channels=None,
+    network_options=None,
+    batch_size=64,
+    eval_batch_size=256,
+    epochs=600,
+    drop_path=0.2,
+    seed=0,
+    deterministic=False,
+    save_every_steps=100,
+    verbose="auto",
+    callbacks=(),
+    model_dir=None,
+):
+    """Train the evaluation network of `genotype` on `x`, `y`; test on `x_test`, `y_test`.
+
+    `genotype`: a `Genotype`, a genotype.json path or a named genotype
+    ('DARTS_V2', ...). `num_cells`: the depth (None: the genotype's).
+    `channels` and `network_options` (more `build_eval_net` arguments) size
+    the network; None keeps gin's binding or the paper's default (C = 36).
+    Data as in `search`; without a test split the result has no test
+    accuracy. `model_dir`: the run directory (checkpoints, history,
+    model.keras, results.json, normalization.json), resumed if interrupted;
+    None writes nothing that outlives the call. Returns a `TrainResult`.
+    """
+    _check_train_arguments(epochs, batch_size, eval_batch_size, drop_path, save_every_steps)
+    if model_dir is not None and _completed(model_dir):
+        return _completed(model_dir)
+    cells = resolve_genotype(genotype, num_cells)
+    make_strategy()  # before the data: it may split the CPU into logical devices
+    arrays = as_image_arrays(x, y, x_test, y_test)
+    data = _array_data(arrays, batch_size, eval_batch_size, seed)
+    network_kwargs = dict(network_options or {}, **({} if channels is None else {"channels": channels}))
+    if model_dir is None:
+        with tempfile.TemporaryDirectory(prefix="asmnas-train-") as scratch:
+            result = _train(cells, data, scratch, network_kwargs, batch_size, epochs, drop_path, seed,
+                            deterministic, save_every_steps, verbose, callbacks, keep_files=False)
+        return dataclasses.replace(result, model_dir=None)
+    return _train(cells, data, model_dir, network_kwargs, batch_size, epochs, drop_path, seed,
+                  deterministic, save_every_steps, verbose, callbacks, keep_files=True)
+
+
+def _train(cells, d, model_dir, network_kwargs, batch_size, epochs, drop_path, seed, deterministic,
+           save_every_steps, verbose, extra_callbacks, keep_files):
+    """The training itself, in `model_dir` (a temporary one when not `keep_files`)."""
+    os.makedirs(model_dir, exist_ok=True)  # the command has prepared it; API callers may not
+    strategy = make_strategy()
+    lean_grappler_on_cpu()
+    chief = train_loop.is_chief(strategy)
+    seed_everything(seed, deterministic)
+    steps_per_epoch = d["num_train"] // batch_size
+    if steps_per_epoch < 1:
+        raise UserError(f"run_train.batch_size={batch_size} is larger than the {d['num_train']} training images")
+    normalization = normalization_info(d["mean"], d["std"], d["image_shape"], d["num_classes"], d["name"])
+    if chief and keep_files:
+        write_normalization(model_dir, d["mean"], d["std"], d["image_shape"], d["num_classes"], d["name"])
+
+    started = time.perf_counter()
+    with strategy.scope():
+        model = build_eval_net(cells, d["image_shape"], d["num_classes"], **network_kwargs)
+        compile_eval_model(model, train_optimizer(total_steps=epochs * steps_per_epoch))
+    size = size_report(model)
+    if chief and keep_files:
+        _write_json(os.path.join(model_dir, SIZE_FILE), size)
+    print(f"Evaluation network: {len(cells.cells)} cells, {describe_size(size)}; "
+          f"{strategy.num_replicas_in_sync} replica(s); {d['num_train']} training images")
+    if chief and keep_files:
+        rd.write_text_atomic(os.path.join(model_dir, rd.OPERATIVE_CONFIG_FILE), gin.operative_config_str())
+
+    timer = StepTimer(os.path.join(model_dir, rd.TIMING_FILE) if chief else None)
+    callbacks = _callbacks(model_dir, drop_path, epochs, timer, list(extra_callbacks), chief and keep_files)
+    history = train_loop.fit(model, d["train"], epochs=epochs, strategy=strategy,
+                             checkpoint_dir=os.path.join(model_dir, rd.CHECKPOINT_DIR), callbacks=callbacks,
+                             save_every_steps=save_every_steps, steps_per_epoch=steps_per_epoch,
+                             verbose=verbose)
+    if not chief:
+        return TrainResult(history=history.history, model=model, model_dir=model_dir, chief=False)
+    results = {"num_test": d["num_test"], "epochs": epochs, "epochs_run_now": len(history.epoch),
+               "num_cells": len(cells.cells), **size, **timer.summary()}
+    if d["num_test"]:
+        # In this process alone: no collective ops, so the same under every strategy.
+        outputs, labels = outputs_and_labels(model, d["test"])
+        evaluation = classification_metrics(outputs[LOGITS], labels)
+        results.update(test_accuracy=float(evaluation["accuracy"]),
+                       test_top5_accuracy=float(evaluation["top5_accuracy"]), test_loss=float(evaluation["loss"]))
+    results["wall_s"] = time.perf_counter() - started
+    if keep_files:
+        _save_model_atomic(model, os.path.join(model_dir, MODEL_FILE))
+        results_path = os.path.join(model_dir, RESULTS_FILE)
+        _write_json(results_path, results)
+        rd.write_text_atomic(os.path.join(model_dir, rd.OPERATIVE_CONFIG_FILE), gin.operative_config_str())
+        if "test_accuracy" in results:
+            print(f"Test accuracy: {results['test_accuracy']:.4f} ({d['num_test']} images); written: {results_path}")
+    return TrainResult(results=results, history=history.history, model=model, normalization=normalization,
+                       model_dir=model_dir)
+
+
+@gin.configurable(denylist=["model_dir", "extra_callbacks"])
+def run_train(
+    model_dir,
+    genotype=None,
+    num_cells=None,
+    data="arrays",
+    batch_size=64,
+    eval_batch_size=256,
+    epochs=600,
+    drop_path=0.2,
+    seed=0,
+    deterministic=False,
+    save_every_steps=100,
+    verbose="auto",
+    extra_callbacks=(),
+):
+    """`train` on the data gin binds, in `model_dir`: the command's runner.
+
+    `data`: 'arrays' (whatever `load_arrays` is bound to) or 'imagenet' (the
+    streaming pipeline of `data.imagenet`). `save_every_steps`: how often
+    the training state is saved inside an epoch (`train_loop.py`). Under a
+    multi-worker strategy only the chief writes and tests.
+    """
+    _check_train_arguments(epochs, batch_size, eval_batch_size, drop_path, save_every_steps)
+    if _completed(model_dir):
+        return _completed(model_dir)
+    if genotype is None:
+        raise UserError("run_train.genotype is not set: bind it to a genotype.json path or a named "
+                        "genotype (DARTS_V1, DARTS_V2, PC_DARTS, PDARTS)")
+    if data not in DATA_SOURCES:
+        raise UserError(f"run_train.data={data!r} is not one of {', '.join(DATA_SOURCES)}")
+    options = dict(num_cells=num_cells, batch_size=batch_size, eval_batch_size=eval_batch_size, epochs=epochs,
+                   drop_path=drop_path, seed=seed, deterministic=deterministic, save_every_steps=save_every_steps,
+                   verbose=verbose, callbacks=extra_callbacks, model_dir=model_dir)
+    if data == "arrays":
+        make_strategy()  # before the data: it may split the CPU into logical devices
+        return train(genotype, load_arrays(), **options)
+    cells = resolve_genotype(genotype, num_cells)
+    make_strategy()
+    return _train(cells, _imagenet_data(batch_size, eval_batch_size, seed), model_dir, {}, batch_size, epochs,
+                  drop_path, seed, deterministic, save_every_steps, verbose, extra_callbacks, keep_files=True)

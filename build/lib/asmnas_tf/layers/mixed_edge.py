@@ -1,0 +1,363 @@
+"""One supernet edge: all 8 candidate ops and their mixing, in one layer.
+
+A supernet built one Keras layer per op has ~4,000 small weight tensors at
+the paper's size, and tracing the optimizer update of each of them dominates
+the first training step. Here every trainable weight of an edge (its
+convolutions and its attention module T1..T4) lives in ONE flat variable,
+sliced in `call`, and the BatchNorm statistics of all its ops in one pair of
+variables: ~250 trainable tensors for the whole paper-size supernet.
+
+The graph of an edge is kept small too (its node count, times 210 edges, is
+what tracing and Grappler spend the first step on; bench/README.md,
+"Start-up levers"): the ops' pre-BN outputs are concatenated on the channel
+axis and normalised by one fused BatchNorm per stage, and the attention
+embedding and the weighted sum work on those concatenations, one block per op.
+
+The maths is the reference op layers' (`op_math.py`, `attention.py`); the
+tests check equal outputs and gradients on the same weights.
+"""
+
+import collections
+import itertools
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from asmnas_tf.layers import attention
+
+from asmnas_tf.layers import op_math
+from asmnas_tf.space.primitives import PRIMITIVES
+from asmnas_tf.errors import UserError
+
+_register = keras.saving.register_keras_serializable(package="asmnas_tf")
+
+MIXINGS = ("attention", "uniform", "alpha")
+
+# BatchNorm slots of one edge, all over C channels (BN is affine=False in the
+# supernet, SPEC §2, so only moving statistics are stored).
+_BN_SLOTS = ("max_pool", "avg_pool", "sep3_a", "sep3_b", "sep5_a", "sep5_b", "dil3", "dil5")
+_BN_SLOTS_STRIDED = _BN_SLOTS + ("skip",)
+# The fused edge normalises its ops in two concatenations (stage 1: from the
+# edge input; stage 2: the second halves of the separable convolutions), with
+# the BN slots as channel blocks in this order; "skip" only at stride 2.
+_STAGE1 = ("sep3_a", "sep5_a", "max_pool", "avg_pool", "dil3", "dil5")
+_STAGE2 = ("sep3_b", "sep5_b")
+# The op outputs in the order of the edge's blocks (final1, final2[, x]).
+_OUTPUT_ORDER = {
+    1: ("max_pool_3x3", "avg_pool_3x3", "dil_conv_3x3", "dil_conv_5x5", "sep_conv_3x3", "sep_conv_5x5", "skip_connect"),
+    2: ("max_pool_3x3", "avg_pool_3x3", "dil_conv_3x3", "dil_conv_5x5", "skip_connect", "sep_conv_3x3", "sep_conv_5x5"),
+}
+
+
+def _conv_piece_shapes(channels, stride):
+    """(name, shape, fan_in) of every convolution kernel of the edge's ops."""
+    c = channels
+    pieces = []
+    for k in (3, 5):
+        pieces += [
+            (f"sep{k}_dw1", (k, k, c, 1), k * k),
+            (f"sep{k}_pw1", (1, 1, c, c), c),
+            (f"sep{k}_dw2", (k, k, c, 1), k * k),
+            (f"sep{k}_pw2", (1, 1, c, c), c),
+        ]
+    for k in (3, 5):
+        pieces += [(f"dil{k}_dw", (k, k, c, 1), k * k), (f"dil{k}_pw", (1, 1, c, c), c)]
+    if stride == 2:
+        pieces += [("skip_even", (1, 1, c, c // 2), c), ("skip_odd", (1, 1, c, c // 2), c)]
+    return pieces
+
+
+def _bn_slots(stride):
+    """The edge's BatchNorm slots, in the order of its moving statistics."""
+    return _BN_SLOTS_STRIDED if stride == 2 else _BN_SLOTS
+
+
+def _stage1(stride):
+    return _STAGE1 + (("skip",) if stride == 2 else ())
+
+
+def _batch_norm_train(y):
+    """Normalised y, and its per-channel mean and variance over N, H, W.
+
+    TensorFlow's fused BatchNorm is one op forward and one backward (against
+    ~20 for moments + normalisation). It normalises with the biased variance
+    but returns the unbiased one (for PyTorch-style moving averages; see
+    `_new_moving_stats`). float64 has no fused kernel: moments, biased.
+    """
+    if y.dtype == tf.float64:
+        mean, variance = op_math.batch_moments(y)
+        return op_math.normalize(y, mean, variance), mean, variance
+    channels = y.shape[-1]
+    out, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+        y, tf.ones([channels]), tf.zeros([channels]), epsilon=op_math.BN_EPSILON, is_training=True
+    )
+    return out, mean, variance
+
+
+def _blocks(y, channels):
+    """[B, H, W, n * C] -> [B, H, W, n, C]: one block per op."""
+    spatial = [tf.shape(y)[i] if y.shape[i] is None else y.shape[i] for i in (1, 2)]
+    return tf.reshape(y, [-1, *spatial, y.shape[-1] // channels, channels])
+
+
+def _permutation(order, to_primitives, dtype):
+    """0/1 matrix that maps columns in `order` to PRIMITIVES order (or back).
+
+    A product with it is exact (one 1 per column) and costs one MatMul
+    forward and one backward, against a gather's transposes.
+    """
+    matrix = np.zeros((len(order), len(PRIMITIVES)), dtype=tf.as_dtype(dtype).as_numpy_dtype)
+    matrix[np.arange(len(order)), [PRIMITIVES.index(name) for name in order]] = 1.0
+    return tf.constant(matrix if to_primitives else matrix.T)
+
+
+EdgeSpec = collections.namedtuple("EdgeSpec", "channels stride hidden_units mixing training")
+EdgeSpec.__doc__ = "What shapes an edge's graph: equal specs (and input shapes) share one traced function."
+
+
+def _unpack(flat, pieces):
+    """The flat weight vector split into its pieces, by name, in their shapes.
+
+    One split (and one concat in the gradient) instead of a slice per
+    piece, whose gradients would each be a full-size scatter.
+    """
+    sizes = [math.prod(shape) for _, shape, _ in pieces]
+    parts = ops.split(flat, list(itertools.accumulate(sizes))[:-1])
+    return {name: ops.reshape(part, shape) for (name, shape, _), part in zip(pieces, parts)}
+
+
+def _edge_forward(spec, x, kernel, moving_mean, moving_variance, alpha, replacement):
+    """One edge, eq. 4.2 (+ 4.3-4.5 or 3.1): (mixed, coefficients[, stats]).
+
+    A function of the edge's static `spec` and tensors only, so that the
+    edges of one shape can share one traced graph function (`_edge_graph`).
+    In training it also returns the new moving mean and variance (the layer
+    assigns them: the function is shared, the variables are per edge).
+    """
+    w = _unpack(kernel, _pieces(spec))
+    s = spec.stride
+    c = spec.channels
+    training = spec.training
+    bn_slots = _bn_slots(s)
+    relu_x = ops.relu(x)  # shared by every conv op of the edge
+
+    def conv(inp, dw, pw, stride, dilation):  # depthwise, then 1x1 (DilConv without its BN)
+        return op_math.pointwise_conv(op_math.depthwise_conv(inp, w[dw], stride, dilation), w[pw])
+
+    def batch_norm(y, slots):  # BatchNorm(affine=False) of y, whose channel blocks are `slots`
+        if training:
+            y, mean, variance = _batch_norm_train(y)
+            stats.append((mean, variance))
+            return y
+        index = [bn_slots.index(slot) for slot in slots]
+        mean = tf.reshape(tf.gather(moving_mean, index), [-1])
+        variance = tf.reshape(tf.gather(moving_variance, index), [-1])
+        return op_math.normalize(y, tf.cast(mean, y.dtype), tf.cast(variance, y.dtype))
+
+    # Stage 1: every op up to its (first) BatchNorm, all from x, as the
+    # channel blocks `_stage1(s)`. BN is per channel, so the BN of the
+    # concatenation is the BN of each (one fused op each way).
+    first = [conv(relu_x, f"sep{k}_dw1", f"sep{k}_pw1", s, 1) for k in (3, 5)]
+    first += [op_math.max_pool_3x3(x, s), op_math.avg_pool_3x3(x, s)]
+    first += [conv(relu_x, f"dil{k}_dw", f"dil{k}_pw", s, 2) for k in (3, 5)]
+    if s == 2:
+        first += op_math.factorized_reduce_halves(relu_x, w["skip_even"], w["skip_odd"])
+    stats = []
+    normed = batch_norm(tf.concat(first, axis=-1), _stage1(s))
+    sep_a, final1 = tf.split(normed, [2 * c, normed.shape[-1] - 2 * c], axis=-1)
+    # Stage 2: the second halves of both separable convolutions.
+    halves = tf.split(ops.relu(sep_a), 2, axis=-1)
+    second = [conv(half, f"sep{k}_dw2", f"sep{k}_pw2", 1, 1) for k, half in zip((3, 5), halves)]
+    final2 = batch_norm(tf.concat(second, axis=-1), _STAGE2)
+    # The op outputs as channel blocks of final1 (max, avg, dil3, dil5
+    # [, skip]), final2 (sep3, sep5) and, at stride 1, x (skip).
+    groups = [final1, final2] + ([x] if s == 1 else [])
+    order = _OUTPUT_ORDER[s]
+
+    if spec.mixing == "attention":
+        # eq. 4.3 per block, then in PRIMITIVES order (zero's e_k is 0).
+        means = [tf.reduce_mean(_blocks(y, c), axis=[1, 2, 4]) for y in groups]
+        means = tf.concat(means, axis=1)
+        embedding = tf.matmul(means, _permutation(order, True, means.dtype))
+        coeffs = attention.coefficients(embedding, w)
+    elif spec.mixing == "alpha":
+        # eq. 3.1: the same softmax(alpha) for every sample, so selection
+        # reads it per sample. In alpha's dtype: float32 variables even
+        # under mixed precision (`alphas.py`).
+        probabilities = ops.softmax(alpha, axis=-1)
+        coeffs = ops.broadcast_to(probabilities[None, :], (tf.shape(x)[0], len(PRIMITIVES)))
+    else:
+        coeffs = ops.full((tf.shape(x)[0], len(PRIMITIVES)), 1.0 / len(PRIMITIVES), dtype="float32")
+    if replacement is not None:
+        # One-hot coefficients of op `replacement` where it is >= 0 (MixedEdge.replacement).
+        one_hot = ops.one_hot(ops.maximum(replacement, 0), len(PRIMITIVES), dtype=coeffs.dtype)
+        coeffs = ops.where(replacement >= 0, ops.broadcast_to(one_hot[None, :], ops.shape(coeffs)), coeffs)
+    # eq. 4.2, per block: sum_k a_k y_k.
+    a = tf.matmul(tf.cast(coeffs, x.dtype), _permutation(order, False, x.dtype))
+    a = tf.split(tf.reshape(a, [-1, 1, 1, len(order), 1]), [y.shape[-1] // c for y in groups], axis=3)
+    mixed = None
+    for y, a_y in zip(groups, a):
+        term = tf.reduce_sum(_blocks(y, c) * a_y, axis=3)
+        mixed = term if mixed is None else mixed + term
+    if not training:
+        return mixed, coeffs
+    return (mixed, coeffs, *_new_moving_stats(stats, s, moving_mean, moving_variance, final2))
+
+
+def _new_moving_stats(stats, stride, moving_mean, moving_variance, y):
+    """The moving averages after this batch, in bn_slots order.
+
+    `stats`: (mean, variance) of the BN stages 1 and 2. Keras's BN (the
+    reference) averages the biased variance: the fused BN's unbiased one
+    times (n - 1) / n, n = B H W of the normalised `y`. Computed inside the
+    edge's graph function, so the layer only assigns (the outer graph spent
+    18 ms of tracing per edge on this arithmetic).
+    """
+    dtype = moving_mean.dtype  # float32, or float64 in a float64 layer
+    slots = _stage1(stride) + _STAGE2
+    index = [slots.index(slot) for slot in _bn_slots(stride)]
+    mean, variance = (
+        tf.gather(tf.reshape(tf.cast(tf.concat(values, axis=0), dtype), [len(slots), -1]), index)
+        for values in zip(*stats)
+    )
+    if y.dtype != tf.float64:
+        count = tf.cast(tf.shape(y)[0] * y.shape[1] * y.shape[2], dtype)
+        variance = variance * ((count - 1.0) / count)
+    return op_math.moving_average(moving_mean, mean), op_math.moving_average(moving_variance, variance)
+
+
+def _pieces(spec):
+    pieces = _conv_piece_shapes(spec.channels, spec.stride)
+    if spec.mixing == "attention":
+        pieces += attention.attention_param_shapes(len(PRIMITIVES), spec.hidden_units)
+    return pieces
+
+
+# How the edges enter the step's graph (bench/README.md, "Edge functions"):
+# "inline": each edge's ops traced into the graph (210 copies at paper size);
+# "function": one tf.function per EdgeSpec and input shape, called by every
+# edge of that shape (traced once; TensorFlow inlines the calls again before
+# Grappler); "noinline": the same, kept as calls, so Grappler and kernel
+# creation also see each edge graph once.
+EDGE_GRAPH_MODES = ("inline", "function", "noinline")
+_EDGE_FUNCTIONS = {
+    "function": tf.function(_edge_forward, autograph=False),
+    "noinline": tf.function(_edge_forward, autograph=False, experimental_attributes={"_noinline": True}),
+}
+_mode = ["function"]
+
+
+def set_edge_graph_mode(mode):
+    """One of EDGE_GRAPH_MODES for the edges called from now on."""
+    if mode not in EDGE_GRAPH_MODES:
+        raise UserError(f"Expected an edge graph mode in {EDGE_GRAPH_MODES}. Received: {mode!r}")
+    _mode[0] = mode
+
+
+def _edge_graph(spec, *args):
+    if _mode[0] == "inline" or not tf.inside_function():
+        return _edge_forward(spec, *args)
+    return _EDGE_FUNCTIONS[_mode[0]](spec, *args)
+
+
+@_register
+class MixedEdge(keras.layers.Layer):
+    """Edge (i, j) of a supernet cell: o_bar(x) = sum_k a_k o_k(x) (eq. 4.2).
+
+    `mixing="attention"`: a from the architecture self-attention module
+    (eq. 4.3-4.5); `mixing="uniform"`: fixed a_k = 1/|O| (the plain supernet
+    of the timing benchmark); `mixing="alpha"`: a = softmax(alpha), DARTS's
+    eq. 3.1, from this edge's row of architecture parameters `alpha` [|O|]
+    passed to `call` (they live in `alphas.ArchitectureParameters`, shared
+    between cells or not). Returns `(mixed, coefficients [B, |O|])`.
+    """
+
+    def __init__(self, channels, stride=1, hidden_units=16, mixing="attention", **kwargs):
+        super().__init__(**kwargs)
+        if stride not in (1, 2):
+            raise UserError(f"Expected stride 1 or 2. Received: stride={stride}")
+        if mixing not in MIXINGS:
+            raise UserError(f"Expected mixing in {MIXINGS}. Received: mixing={mixing!r}")
+        if channels < 2 or channels % 2:
+            raise UserError(f"Expected an even channels >= 2. Received: channels={channels}")
+        self.channels = channels
+        self.stride = stride
+        self.hidden_units = hidden_units
+        self.mixing = mixing
+        self.pieces = _pieces(EdgeSpec(channels, stride, hidden_units, mixing, False))
+        self.bn_slots = _bn_slots(stride)
+        # The stability experiment (paper §5.3.1, Fig. 3) replaces one mixed
+        # edge at a time by its selected op. It sets this to an int32
+        # tf.Variable before the model is traced: k >= 0 makes the edge output
+        # o_k(x) alone (coefficient 1), -1 leaves it mixed. One trace serves
+        # every edge of the sweep. Not a weight, not saved.
+        self.replacement = None
+
+    def build(self, input_shape):
+        if input_shape[-1] != self.channels:
+            raise UserError(
+                f"Expected {self.channels} input channels. Received: input_shape={input_shape}"
+            )
+        size = sum(math.prod(shape) for _, shape, _ in self.pieces)
+        self.kernel = self.add_weight(shape=(size,), initializer=self._initializer, name="kernel")
+        stats_shape = (len(self.bn_slots), self.channels)
+        self.moving_mean = self.add_weight(
+            shape=stats_shape, initializer="zeros", trainable=False, autocast=False, name="moving_mean"
+        )
+        self.moving_variance = self.add_weight(
+            shape=stats_shape, initializer="ones", trainable=False, autocast=False, name="moving_variance"
+        )
+
+    def _initializer(self, shape, dtype=None):
+        # Each piece gets PyTorch's default init for its own fan-in,
+        # U(-1/sqrt(fan_in), 1/sqrt(fan_in)): one U(-1, 1) draw for the whole
+        # vector times each piece's bound (one random op per edge, not one per
+        # piece: building the paper-size supernet spent 4 of its 7 s here).
+        bounds = np.concatenate([
+            np.full(math.prod(piece_shape), 1.0 / math.sqrt(fan_in)) for _, piece_shape, fan_in in self.pieces
+        ])
+        unit = keras.initializers.RandomUniform(-1.0, 1.0)(shape, dtype=dtype)
+        return unit * ops.convert_to_tensor(bounds, dtype=unit.dtype)
+
+    def unpack(self, flat):
+        """The flat weight vector split into its pieces, by name, in their shapes."""
+        return _unpack(flat, self.pieces)
+
+    def call(self, x, alpha=None, training=None):
+        if (alpha is None) != (self.mixing != "alpha"):
+            raise UserError(
+                f"Expected an alpha row exactly when mixing='alpha'. "
+                f"Received: mixing={self.mixing!r}, alpha={'None' if alpha is None else 'a tensor'}"
+            )
+        spec = EdgeSpec(self.channels, self.stride, self.hidden_units, self.mixing, bool(training))
+        replacement = None if self.replacement is None else tf.convert_to_tensor(self.replacement)
+        result = _edge_graph(
+            spec, tf.convert_to_tensor(x), ops.cast(self.kernel, self.compute_dtype),
+            tf.convert_to_tensor(self.moving_mean), tf.convert_to_tensor(self.moving_variance), alpha, replacement,
+        )
+        mixed, coeffs = result[:2]
+        if training:
+            self.moving_mean.assign(result[2])
+            self.moving_variance.assign(result[3])
+        return mixed, coeffs
+
+    def compute_output_spec(self, x, alpha=None, training=None):
+        out_shape = list(x.shape)
+        if self.stride == 2:
+            out_shape[1:3] = [None if d is None else -(-d // 2) for d in out_shape[1:3]]
+        return (
+            keras.KerasTensor(out_shape, dtype=self.compute_dtype),
+            keras.KerasTensor((x.shape[0], len(PRIMITIVES)), dtype="float32" if alpha is None else alpha.dtype),
+        )
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "channels": self.channels,
+            "stride": self.stride,
+            "hidden_units": self.hidden_units,
+            "mixing": self.mixing,
+        }

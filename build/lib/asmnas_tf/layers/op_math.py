@@ -1,0 +1,128 @@
+"""Tensor maths of the candidate operations (SPEC §2), shared by every layer.
+
+The reference op layers (`ops.py`) and the fused mixed edge of the supernet
+(`mixed_edge.py`) both call these functions, so the two cannot drift apart.
+All tensors are NHWC. Padding is symmetric, as in the PyTorch DARTS code.
+TensorFlow's "same" padding is that only at stride 1 (odd windows); at
+stride 2 on even sizes it is asymmetric and would shift every strided window
+by one pixel, so strided ops pad explicitly or subsample a stride-1 result.
+"""
+
+import math
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+# BatchNorm as in PyTorch (momentum 0.1 there, 0.9 in Keras's convention).
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+
+def torch_uniform(fan_in):
+    """PyTorch's default conv/linear init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+
+    For a depthwise kernel fan_in is k*k (one input channel per group), which
+    Keras's VarianceScaling would get wrong (it counts all channels).
+    """
+    bound = 1.0 / math.sqrt(fan_in)
+    return keras.initializers.RandomUniform(-bound, bound)
+
+
+def subsample(x, stride):
+    """Every `stride`-th pixel from the first: output size ceil(H / stride)."""
+    if stride == 1:
+        return x
+    return x[:, ::stride, ::stride, :]
+
+
+# The convolutions and pools below are raw TensorFlow ops rather than
+# keras.ops: the same maths with fewer graph nodes (padding, dilation and
+# counts in the op's attributes instead of extra nodes). A paper-size
+# supernet has 210 mixed edges, and its first training step is spent
+# tracing and optimising their graph (bench/README.md, "Start-up levers").
+
+
+def depthwise_conv(x, kernel, stride=1, dilation=1):
+    """k x k depthwise convolution, symmetric padding dilation*(k-1)/2.
+
+    Undilated: one node each way, the padding an attribute. Dilated:
+    TensorFlow's CPU backprop kernels ignore a dilation attribute, so
+    `tf.nn.depthwise_conv2d`'s SpaceToBatch form, whose SAME padding is the
+    symmetric one at stride 1. TensorFlow refuses stride > 1 together with
+    dilation > 1: compute at stride 1 and subsample, which is exact for
+    symmetric padding (SPEC §2).
+    """
+    if dilation > 1:
+        y = tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], "SAME", dilations=[dilation, dilation])
+        return subsample(y, stride)
+    pad = (kernel.shape[0] - 1) // 2
+    return tf.raw_ops.DepthwiseConv2dNative(
+        input=x,
+        filter=kernel,
+        strides=[1, stride, stride, 1],
+        padding="EXPLICIT",
+        explicit_paddings=[0, 0, pad, pad, pad, pad, 0, 0],
+    )
+
+
+def pointwise_conv(x, kernel, stride=1, padding="VALID"):
+    """1x1 convolution, kernel [1, 1, C_in, C_out], no bias (DARTS).
+
+    At stride 2 it reads every other pixel from the first (a subsampled 1x1).
+    """
+    return tf.nn.conv2d(x, kernel, stride, padding)
+
+
+def max_pool_3x3(x, stride):
+    """3x3 max pool, padding 1 that never wins (PyTorch's -inf padding).
+
+    TensorFlow's SAME pooling at stride 1 is that padding; its SAME at
+    stride 2 would pad asymmetrically on even sizes, so stride 2 subsamples
+    the stride-1 result (PyTorch's stride-2 windows are the stride-1 windows
+    centred on the even pixels).
+    """
+    return subsample(tf.nn.max_pool2d(x, 3, 1, "SAME"), stride)
+
+
+def avg_pool_3x3(x, stride):
+    """3x3 average that excludes the padding (count_include_pad=False).
+
+    TensorFlow's SAME average pooling divides by the number of valid pixels
+    in the window; stride 2 as `max_pool_3x3`.
+    """
+    return subsample(tf.nn.avg_pool2d(x, 3, 1, "SAME"), stride)
+
+
+def factorized_reduce_halves(x, kernel_even, kernel_odd):
+    """The two 1x1 stride-2 convolutions of FactorizedReduce, [even, odd].
+
+    The second one reads the grid offset by one pixel. DARTS slices x[1:, 1:],
+    which on odd sizes gives one row fewer than the first path; padding the
+    shifted input back to H x W (explicitly, in the convolution) keeps both
+    at ceil(H/2) and is identical to DARTS on even sizes (the only ones DARTS
+    supports).
+    """
+    even = pointwise_conv(x, kernel_even, 2)
+    odd = pointwise_conv(x[:, 1:, 1:, :], kernel_odd, 2, [[0, 0], [0, 1], [0, 1], [0, 0]])
+    return [even, odd]
+
+
+def factorized_reduce_convs(x, kernel_even, kernel_odd):
+    """`factorized_reduce_halves`, concatenated on the channel axis."""
+    return tf.concat(factorized_reduce_halves(x, kernel_even, kernel_odd), axis=-1)
+
+
+def batch_moments(x):
+    """Biased per-channel mean and variance over N, H, W (as Keras's BN)."""
+    return ops.moments(x, axes=[0, 1, 2])
+
+
+def normalize(x, mean, variance, gamma=None, beta=None):
+    return ops.batch_normalization(
+        x, mean, variance, axis=-1, offset=beta, scale=gamma, epsilon=BN_EPSILON
+    )
+
+
+def moving_average(moving, batch_value):
+    return moving * BN_MOMENTUM + batch_value * (1.0 - BN_MOMENTUM)

@@ -1,0 +1,1 @@
+"""The search space as data: primitives, genotypes, named genotypes (no TensorFlow)."""

@@ -1,0 +1,1 @@
+"""The search stage: the supernet, its model class, the DARTS architect, selection, the search runner."""

@@ -1,0 +1,147 @@
+"""The ASM-NAS supernet: L cells of mixed edges with self-attention (paper §5.1).
+
+A functional Keras model, read top to bottom: stem, L cells, classifier.
+Cells follow DARTS (SPEC §2): 7 nodes, 14 edges, inputs preprocessed by a
+1x1 ReLU-Conv-BN (or FactorizedReduce after a reduction), channels doubled
+at the reduction cells `reduction_indices(L)`. Every edge of every cell has
+its own attention module: no sharing, so all L cells can differ.
+
+Layer names say where a weight lives: `cell04_edge1to3`, `cell04_pre0`.
+
+With `mixing="alpha"` the same supernet is DARTS's (paper eq. 3.1): the edges
+mix by softmax(alpha), the alphas live in one `ArchitectureParameters` layer
+named `architecture`, and the model is a `DartsModel` (bi-level step).
+"""
+
+import gin
+import keras
+from keras import ops
+
+from asmnas_tf.layers import op_math
+from asmnas_tf.layers.alphas import ArchitectureParameters
+from asmnas_tf.supernet.darts import ARCHITECTURE, DartsModel
+from asmnas_tf.layers.mixed_edge import MixedEdge
+from asmnas_tf.layers.ops import cell_preprocessing
+from asmnas_tf.space.primitives import EDGES, INTERMEDIATE_NODES, cell_name, edge_name, reduction_indices
+from asmnas_tf.supernet.model import COEFFICIENTS, LOGITS, SupernetModel
+from asmnas_tf.errors import UserError
+
+
+def _stem(inputs, channels):
+    """3x3 conv to 3C, BN (DARTS search stem, affine BN)."""
+    conv = keras.layers.Conv2D(
+        channels,
+        3,
+        padding="same",  # stride 1 with an odd kernel: symmetric, as PyTorch
+        use_bias=False,
+        kernel_initializer=op_math.torch_uniform(9 * inputs.shape[-1]),
+        name="stem_conv",
+    )
+    bn = keras.layers.BatchNormalization(
+        momentum=op_math.BN_MOMENTUM, epsilon=op_math.BN_EPSILON, name="stem_bn"
+    )
+    return bn(conv(inputs))
+
+
+def _cell(index, s0, s1, channels, reduction, reduction_prev, hidden_units, mixing, alpha=None):
+    """One search cell; returns (output, coefficients [B, 14, |O|]).
+
+    `alpha`: this cell's architecture parameters [14, |O|] when mixing="alpha".
+    """
+    name = cell_name(index)
+    pre0, pre1 = cell_preprocessing(channels, False, reduction_prev, name)
+    states = [pre0(s0), pre1(s1)]
+    coefficients = []
+    for target in INTERMEDIATE_NODES:
+        incoming = []
+        for edge_index, (source, edge_target) in enumerate(EDGES):
+            if edge_target != target:
+                continue
+            stride = 2 if reduction and source < 2 else 1
+            edge = MixedEdge(
+                channels, stride, hidden_units, mixing, name=f"{name}_{edge_name(source, target)}"
+            )
+            if alpha is None:
+                mixed, coeffs = edge(states[source])
+            else:
+                mixed, coeffs = edge(states[source], alpha[edge_index])
+            incoming.append(mixed)
+            coefficients.append(coeffs)
+        # eq. 3.2: a node sums its incoming mixed edges.
+        states.append(keras.layers.Add(name=f"{name}_node{target}")(incoming))
+    # eq. 3.3: the output node concatenates the intermediate nodes.
+    output = keras.layers.Concatenate(name=f"{name}_output")(states[2:])
+    return output, ops.stack(coefficients, axis=1)
+
+
+@gin.configurable(denylist=["input_shape", "num_classes"])
+def build_supernet(
+    input_shape,
+    num_classes,
+    num_cells=15,
+    channels=16,
+    attention_hidden_units=16,
+    stem_multiplier=3,
+    mixing="attention",
+    alpha_sharing="darts",
+    clipnorm=5.0,
+    name="asm_supernet",
+):
+    """The search network of paper §5.1 (defaults: L = 15, C = 16).
+
+    Outputs `{"logits": [B, classes], "coefficients": [B, L, 14, |O|]}`: the
+    attention coefficients of every edge, read by selection (Algorithm 1,
+    steps 6-13) from the trained model itself.
+
+    `mixing`: 'attention' (ASM-NAS), 'uniform' (fixed 1/|O|), or 'alpha'
+    (DARTS, eq. 3.1: a `DartsModel` whose coefficients are softmax(alpha) for
+    every sample; `alpha_sharing` 'darts' or 'per_cell', see `alphas.py`).
+    """
+    if num_cells < 1 or channels < 2 or channels % 2:
+        raise UserError(
+            f"Expected num_cells >= 1 and an even channels >= 2. "
+            f"Received: num_cells={num_cells}, channels={channels}"
+        )
+    reductions = reduction_indices(num_cells)
+    inputs = keras.Input(shape=tuple(input_shape), name="images")
+    s0 = s1 = _stem(inputs, stem_multiplier * channels)
+    alphas = None
+    if mixing == "alpha":
+        alphas = ArchitectureParameters(num_cells, alpha_sharing, name=ARCHITECTURE)(inputs)
+
+    cell_channels = channels
+    reduction_prev = False
+    all_coefficients = []
+    for index in range(num_cells):
+        reduction = index in reductions
+        if reduction:
+            cell_channels *= 2
+        output, coefficients = _cell(
+            index, s0, s1, cell_channels, reduction, reduction_prev, attention_hidden_units, mixing,
+            None if alphas is None else alphas[index],
+        )
+        all_coefficients.append(coefficients)
+        s0, s1 = s1, output
+        reduction_prev = reduction
+
+    pooled = keras.layers.GlobalAveragePooling2D(name="global_pool")(s1)
+    logits = keras.layers.Dense(
+        num_classes,
+        kernel_initializer=op_math.torch_uniform(pooled.shape[-1]),
+        bias_initializer=op_math.torch_uniform(pooled.shape[-1]),
+        dtype="float32",  # the loss stays in float32 under mixed precision
+        name="classifier",
+    )(pooled)
+    coefficients = ops.stack(all_coefficients, axis=1)
+    model_class = DartsModel if mixing == "alpha" else SupernetModel
+    return model_class(
+        inputs=inputs,
+        outputs={LOGITS: logits, COEFFICIENTS: coefficients},
+        clipnorm=clipnorm,
+        name=name,
+    )
+
+
+def count_attention_modules(model):
+    """Number of mixed edges with an attention module (210 at the paper's size)."""
+    return sum(1 for layer in model.layers if isinstance(layer, MixedEdge) and layer.mixing == "attention")

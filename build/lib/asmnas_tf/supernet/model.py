@@ -1,0 +1,81 @@
+"""The supernet's training step: single-level SGD on (w, Theta) (paper §4.3).
+
+`SupernetModel` is a functional model with outputs `{"logits",
+"coefficients"}`; only the logits have a target. Its train step clips the
+global norm of the all-reduced gradient (`grad_clip.py`, SPEC §4) and
+reports the epoch mean of its square, `grad_norm_sq`: the quantity
+E[||grad F||^2] bounded by the paper's convergence analysis (eq. 4.22).
+"""
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from asmnas_tf.runtime.grad_clip import clip_by_global_norm, unscale_loss
+
+# Output names of the supernet.
+LOGITS = "logits"
+COEFFICIENTS = "coefficients"
+
+
+@keras.saving.register_keras_serializable(package="asmnas_tf")
+class SupernetModel(keras.Model):
+    """Functional supernet: cross-entropy on the logits, global-norm clip.
+
+    Loss and metrics are the model's own trackers (the outputs are a dict of
+    which only the logits have a target), so `compile` takes the optimizer.
+    """
+
+    def __init__(self, *args, clipnorm=5.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.clipnorm = clipnorm
+        self.cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        self.grad_norm_sq_tracker = keras.metrics.Mean(name="grad_norm_sq")
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.accuracy_tracker, self.grad_norm_sq_tracker]
+
+    @property
+    def weight_variables(self):
+        """What the weight step trains: every trainable variable (DARTS leaves out alpha)."""
+        return self.trainable_variables
+
+    def _update_metrics(self, y, logits, loss):
+        self.loss_tracker.update_state(loss, sample_weight=ops.shape(logits)[0])
+        self.accuracy_tracker.update_state(y, logits)
+        return {"loss": self.loss_tracker.result(), "accuracy": self.accuracy_tracker.result()}
+
+    def train_step(self, data):
+        x, y = data
+        with tf.GradientTape() as tape:
+            logits = self(x, training=True)[LOGITS]
+            # Divided by the number of replicas inside (see grad_clip.unscale_loss).
+            scaled_loss = self.cross_entropy(y, logits)
+        variables = self.weight_variables
+        gradients, norm_sq = clip_by_global_norm(tape.gradient(scaled_loss, variables), self.clipnorm)
+        self.grad_norm_sq_tracker.update_state(norm_sq)
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        metrics = self._update_metrics(y, logits, unscale_loss(scaled_loss))
+        return {**metrics, "grad_norm_sq": self.grad_norm_sq_tracker.result()}
+
+    def test_step(self, data):
+        x, y = data
+        logits = self(x, training=False)[LOGITS]
+        return self._update_metrics(y, logits, unscale_loss(self.cross_entropy(y, logits)))
+
+    def get_config(self):
+        return {**super().get_config(), "clipnorm": self.clipnorm}
+
+
+def compile_supernet(model, optimizer):
+    """Attach the optimizer and build its slots up front.
+
+    Building the optimizer's slots before `fit` makes TensorFlow trace the
+    train step once instead of twice (Keras creates them lazily in the trace).
+    """
+    model.compile(optimizer=optimizer)
+    optimizer.build(model.weight_variables)
+    return model

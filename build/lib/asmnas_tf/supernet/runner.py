@@ -1,0 +1,277 @@
+"""An ASM-NAS search run, from a dataset to `genotype.json` (Algorithm 1).
+
+1. Split the training set in two halves (SPEC §4): weights train on the first.
+2. Train the supernet's weights (w, Theta) with `train_loop.fit` (the same
+   `train_step` as `model.fit`), single level, under a `tf.distribute` strategy (Algorithm 1, steps 1-5).
+3. Selection on the second half (steps 6-13): mean coefficients, one rule.
+4. Write `attention.json` and `genotype.json` (atomically) in the run dir.
+
+`method`: 'asm' (the paper), or the DARTS baseline on the same supernet
+(`supernet/darts.py`): 'darts1' (first order) or 'darts2' (second order). DARTS
+trains alpha on the second half (augmented and shuffled like the first, as
+DARTS's search code does), one batch of each half per step; selection is
+the same as ASM's, on softmax(alpha). See configs/search/darts.gin.
+
+`search` takes the data as values (the Python API); `run_search` is the
+gin-configured wrapper the command runs. An interrupted run resumes from its last saved state, inside an epoch
+(`train_loop.py`); a finished one is not run again.
+"""
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+
+import gin
+import keras
+import numpy as np
+import tensorflow as tf
+
+from asmnas_tf.runtime import run_dir as rd
+from asmnas_tf.runtime import train_loop
+from asmnas_tf.supernet.darts import DartsModel, architecture_optimizer, compile_darts
+from asmnas_tf.runtime.callbacks import LearningRateLogger, StepTimer, StopOnNonFiniteLoss
+from asmnas_tf.data import as_image_arrays, channel_stats, load_arrays, make_dataset, split_halves
+from asmnas_tf.runtime.distribute import make_strategy
+from asmnas_tf.runtime.graph_options import lean_grappler_on_cpu
+from asmnas_tf.space.genotype import read_genotype, write_genotype
+from asmnas_tf.runtime.optim import search_optimizer
+from asmnas_tf.plots import write_run_plots
+from asmnas_tf.supernet.model import compile_supernet
+from asmnas_tf.supernet.selection import RULES, mean_coefficients, select_genotype, write_attention
+from asmnas_tf.supernet.builder import build_supernet
+from asmnas_tf.errors import UserError
+
+METHODS = ("asm", "darts1", "darts2")
+
+
+def seed_everything(seed, deterministic):
+    """Seed Python, numpy, TF and Keras; optionally make TF ops deterministic."""
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def search_datasets(arrays, batch_size, selection_batch_size, seed, architecture=False):
+    """(train, select, n_train, n_select) pipelines on the two halves of the training set.
+
+    With `architecture` (DARTS) the train pipeline yields (weight batch, alpha
+    batch) pairs: the second half also goes through the training pipeline
+    (augmented, shuffled with seed + 1), as DARTS's validation queue.
+    """
+    (x_weights, y_weights), (x_select, y_select) = split_halves(arrays.x_train, arrays.y_train)
+    mean, std = channel_stats(x_weights)
+    train = make_dataset(x_weights, y_weights, batch_size, training=True, mean=mean, std=std, seed=seed)
+    select = make_dataset(x_select, y_select, selection_batch_size, training=False, mean=mean, std=std)
+    if architecture:
+        alpha = make_dataset(x_select, y_select, batch_size, training=True, mean=mean, std=std, seed=seed + 1)
+        train = tf.data.Dataset.zip((train, alpha))
+    return train, select, len(x_weights), len(x_select)
+
+
+def _callbacks(model_dir, timer, chief):
+    """The run's callbacks; only the chief writes files (SPEC §8)."""
+    # First: a NaN loss must stop the run before the epoch's state is saved.
+    guard = StopOnNonFiniteLoss(os.path.join(model_dir, rd.CHECKPOINT_DIR))
+    if not chief:
+        return [guard, timer]
+    return [
+        guard,
+        LearningRateLogger(),
+        keras.callbacks.CSVLogger(os.path.join(model_dir, rd.HISTORY_FILE), append=True),
+        keras.callbacks.TensorBoard(os.path.join(model_dir, rd.TENSORBOARD_DIR), write_graph=False),
+        timer,
+    ]
+
+
+@dataclasses.dataclass
+class SearchResult:
+    """What a search returns (one type for every case).
+
+    `genotype`: the selected cells (None on a multi-worker worker that is
+    not the chief). `coefficients`: mean coefficient per (cell, edge, op)
+    [L, 14, 8] on the selection split (None when the run was already
+    complete). `history`: per-epoch metrics of this call's training.
+    `model`: the trained supernet (a keras.Model), None when the run was
+    already complete. `model_dir`: the run directory, None without one.
+    """
+
+    genotype: object = None
+    coefficients: object = None
+    selection_accuracy: float = None
+    history: dict = dataclasses.field(default_factory=dict)
+    model: object = None
+    model_dir: str = None
+    plots: list = dataclasses.field(default_factory=list)
+    timing: dict = dataclasses.field(default_factory=dict)
+    chief: bool = True
+    resumed_complete: bool = False
+
+
+def _check_search_arguments(method, rule, epochs, batch_size, selection_batch_size, save_every_steps):
+    """Every argument checked before any data is read or file written."""
+    if method not in METHODS:
+        raise UserError(f"run_search.method={method!r} is not one of {', '.join(METHODS)}")
+    if rule not in RULES:
+        raise UserError(f"run_search.rule={rule!r} is not one of {', '.join(RULES)}")
+    for name, value, least in (("epochs", epochs, 1), ("batch_size", batch_size, 1),
+                               ("selection_batch_size", selection_batch_size, 1),
+                               ("save_every_steps", save_every_steps, 0)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise UserError(f"run_search.{name}={value!r}: expected an integer >= {least}")
+
+
+def search(
+    x,
+    y=None,
+    *,
+    method="asm",
+    epochs=30,
+    batch_size=64,
+    selection_batch_size=256,
+    rule="argmax",
+    num_cells=None,
+    channels=None,
+    supernet_options=None,
+    seed=0,
+    deterministic=False,
+    save_every_steps=100,
+    verbose="auto",
+    callbacks=(),
+    model_dir=None,
+):
+    """Search cells on the images `x` with labels `y`; returns a `SearchResult`.
+
+    `x`, `y`: numpy images [N, H, W(, C)] and integer labels, or a
+    `tf.data.Dataset` of (image, label) as `x`, or an `ImageArrays`. The
+    training images are split in two halves (SPEC §4): the first trains the
+    supernet, the second selects. `num_cells`, `channels` and
+    `supernet_options` (more `build_supernet` arguments) size the supernet;
+    None keeps gin's binding or the paper's default (L = 15, C = 16).
+    `callbacks`: Keras callbacks added to the run's.
+    `model_dir`: the run directory (checkpoints, history, TensorBoard,
+    attention.json, genotype.json, plots), resumed if it holds an
+    interrupted run of this search; None writes nothing that outlives the
+    call (the checkpoints go to a temporary folder, removed at the end).
+    """
+    _check_search_arguments(method, rule, epochs, batch_size, selection_batch_size, save_every_steps)
+    if model_dir is not None:
+        genotype_path = os.path.join(model_dir, rd.GENOTYPE_FILE)
+        if os.path.exists(genotype_path):
+            print(f"Search already complete: {genotype_path}")
+            return SearchResult(genotype=read_genotype(genotype_path), model_dir=model_dir, resumed_complete=True)
+    strategy = make_strategy()  # first: it may split the CPU into logical devices
+    arrays = as_image_arrays(x, y)
+    if model_dir is None:
+        with tempfile.TemporaryDirectory(prefix="asmnas-search-") as scratch:
+            result = _search(arrays, scratch, strategy, method, epochs, batch_size, selection_batch_size, rule,
+                             dict(supernet_options or {}, **_given(num_cells=num_cells, channels=channels)),
+                             seed, deterministic, save_every_steps, verbose, callbacks, keep_files=False)
+        return dataclasses.replace(result, model_dir=None)
+    return _search(arrays, model_dir, strategy, method, epochs, batch_size, selection_batch_size, rule,
+                   dict(supernet_options or {}, **_given(num_cells=num_cells, channels=channels)),
+                   seed, deterministic, save_every_steps, verbose, callbacks, keep_files=True)
+
+
+def _given(**values):
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _search(arrays, model_dir, strategy, method, epochs, batch_size, selection_batch_size, rule, supernet_kwargs,
+            seed, deterministic, save_every_steps, verbose, extra_callbacks, keep_files):
+    """The search itself, in `model_dir` (a temporary one when not `keep_files`)."""
+    lean_grappler_on_cpu()
+    chief = train_loop.is_chief(strategy)
+    seed_everything(seed, deterministic)
+    train, select, n_train, n_select = search_datasets(
+        arrays, batch_size, selection_batch_size, seed, architecture=method != "asm"
+    )
+    steps_per_epoch = n_train // batch_size
+    if steps_per_epoch < 1:
+        raise UserError(f"run_search.batch_size={batch_size} is larger than the {n_train} training images")
+
+    started = time.perf_counter()
+    with strategy.scope():
+        weight_optimizer = search_optimizer(total_steps=epochs * steps_per_epoch)
+        if method == "asm":
+            model = build_supernet(arrays.image_shape, arrays.num_classes, **supernet_kwargs)
+            if isinstance(model, DartsModel):
+                raise UserError("build_supernet.mixing='alpha' is DARTS: set run_search.method to darts1 or darts2")
+            compile_supernet(model, weight_optimizer)
+        else:
+            model = build_supernet(arrays.image_shape, arrays.num_classes, **{**supernet_kwargs, "mixing": "alpha"})
+            compile_darts(model, weight_optimizer, architecture_optimizer(), second_order=method == "darts2")
+    build_s = time.perf_counter() - started
+    print(
+        f"Supernet: {len(model.layers)} layers, {model.count_params():,} parameters, "
+        f"{strategy.num_replicas_in_sync} replica(s), built in {build_s:.1f} s; "
+        f"{n_train} images train the weights, {n_select} select"
+    )
+    if chief and keep_files:
+        rd.write_text_atomic(os.path.join(model_dir, rd.OPERATIVE_CONFIG_FILE), gin.operative_config_str())
+
+    timer = StepTimer(os.path.join(model_dir, rd.TIMING_FILE) if chief else None)
+    callbacks = _callbacks(model_dir, timer, chief and keep_files) + list(extra_callbacks)
+    history = train_loop.fit(model, train, epochs=epochs, strategy=strategy,
+                             checkpoint_dir=os.path.join(model_dir, rd.CHECKPOINT_DIR), callbacks=callbacks,
+                             save_every_steps=save_every_steps, steps_per_epoch=steps_per_epoch, verbose=verbose)
+    if not chief:
+        return SearchResult(model=model, history=history.history, model_dir=model_dir, chief=False)
+
+    # Selection (Algorithm 1, steps 6-13): frozen weights, inference mode.
+    mean_coeffs, num_samples, selection_accuracy = mean_coefficients(model, select)
+    genotype = select_genotype(mean_coeffs, rule, {"method": method, "dataset": arrays.name, "seed": seed})
+    plots = []
+    timing = {"build_s": build_s, **timer.summary(), "selection_accuracy": selection_accuracy,
+              "wall_s": time.perf_counter() - started}
+    if keep_files:
+        rd.save_weights_atomic(model, os.path.join(model_dir, rd.SUPERNET_WEIGHTS_FILE))
+        write_attention(os.path.join(model_dir, rd.ATTENTION_FILE), mean_coeffs, num_samples)
+        write_genotype(os.path.join(model_dir, rd.GENOTYPE_FILE), genotype)
+        plots = write_run_plots(model_dir)  # Fig. 4 heatmaps, Appendix A cell diagrams
+        rd.write_text_atomic(os.path.join(model_dir, rd.TIMING_FILE), json.dumps(timing, indent=1) + "\n")
+        rd.write_text_atomic(os.path.join(model_dir, rd.OPERATIVE_CONFIG_FILE), gin.operative_config_str())
+    return SearchResult(genotype=genotype, coefficients=np.asarray(mean_coeffs), selection_accuracy=selection_accuracy,
+                        history=history.history, model=model, model_dir=model_dir, plots=plots, timing=timing)
+
+
+@gin.configurable(denylist=["model_dir", "extra_callbacks"])
+def run_search(
+    model_dir,
+    method="asm",
+    batch_size=64,
+    epochs=30,
+    selection_batch_size=256,
+    rule="argmax",
+    seed=0,
+    deterministic=False,
+    save_every_steps=100,
+    verbose="auto",
+    extra_callbacks=(),
+):
+    """`search` on the dataset of `load_arrays` (gin), in `model_dir`: the command's runner.
+
+    `save_every_steps`: the training state is saved this often inside an
+    epoch (and at every epoch end), so a killed run loses at most that many
+    steps (`train_loop.py`). Under a multi-worker strategy only the chief
+    writes; the other workers get a result with `chief=False`, no genotype.
+    """
+    _check_search_arguments(method, rule, epochs, batch_size, selection_batch_size, save_every_steps)
+    if os.path.exists(os.path.join(model_dir, rd.GENOTYPE_FILE)):
+        return search(None, model_dir=model_dir)
+    make_strategy()  # before the data: it may split the CPU into logical devices
+    return search(load_arrays(), method=method, epochs=epochs, batch_size=batch_size,
+                  selection_batch_size=selection_batch_size, rule=rule, seed=seed, deterministic=deterministic,
+                  save_every_steps=save_every_steps, verbose=verbose, callbacks=extra_callbacks, model_dir=model_dir)
+
+
+def describe(genotype):
+    """A few readable lines: each cell's kept edges."""
+    lines = []
+    for index, cell in enumerate(genotype.cells):
+        kept = [f"{e.op}({e.source}->{e.target})" for e in cell.edges if e.op != "zero"]
+        kind = "reduce" if cell.reduction else "normal"
+        lines.append(f"  cell {index:2d} [{kind}] " + ", ".join(kept))
+    return "\n".join(lines)
+

@@ -1,0 +1,106 @@
+"""Architecture selection (paper §4.3, Algorithm 1 steps 6-13; SPEC §4).
+
+With the weights frozen and the supernet in inference mode, one pass over
+the selection split gives the mean attention coefficient of every
+(cell, edge, op). Each cell is then reduced to a discrete cell:
+
+- `argmax` (the paper's rule): every edge keeps its op with the largest mean
+  coefficient, which may be `zero` (the edge is dropped);
+- `top2` (the DARTS rule): every intermediate node keeps the two incoming
+  edges whose best non-zero op has the largest coefficient.
+"""
+
+import json
+
+import numpy as np
+
+from asmnas_tf.space.genotype import Cell, Edge, Genotype
+from asmnas_tf.space.primitives import EDGES, INTERMEDIATE_NODES, PRIMITIVES, reduction_indices
+from asmnas_tf.runtime.run_dir import write_text_atomic
+from asmnas_tf.runtime.inference import accuracy, outputs_and_labels
+from asmnas_tf.supernet.model import COEFFICIENTS, LOGITS
+from asmnas_tf.errors import UserError
+
+RULES = ("argmax", "top2")
+_ZERO = PRIMITIVES.index("zero")
+
+
+def mean_coefficients(model, dataset):
+    """(mean coefficient per (cell, edge, op) [L, 14, |O|], samples, accuracy) over `dataset`.
+
+    Inference mode (BN uses its moving statistics, nothing is updated): the
+    weights stay frozen. Run in this process alone (`inference.py`), so it
+    works the same under every strategy. `accuracy`: the supernet's on
+    `dataset`, from the same pass.
+    """
+    outputs, labels = outputs_and_labels(model, dataset)
+    coefficients = np.asarray(outputs[COEFFICIENTS], dtype=np.float64)
+    return coefficients.mean(axis=0), coefficients.shape[0], accuracy(outputs[LOGITS], labels)
+
+
+def _argmax_edges(cell_coefficients):
+    edges = []
+    for (source, target), coeffs in zip(EDGES, cell_coefficients):
+        k = int(np.argmax(coeffs))
+        edges.append(Edge(source, target, PRIMITIVES[k], float(coeffs[k])))
+    return edges
+
+
+def _top2_edges(cell_coefficients):
+    edges = []
+    for target in INTERMEDIATE_NODES:
+        candidates = []
+        for (source, edge_target), coeffs in zip(EDGES, cell_coefficients):
+            if edge_target != target:
+                continue
+            non_zero = np.array(coeffs, dtype=np.float64)
+            non_zero[_ZERO] = -np.inf
+            k = int(np.argmax(non_zero))
+            candidates.append((-float(coeffs[k]), source, k))
+        # Largest coefficient first; ties go to the lower source node.
+        for neg_weight, source, k in sorted(candidates)[:2]:
+            edges.append(Edge(source, target, PRIMITIVES[k], -neg_weight))
+    return sorted(edges, key=lambda e: (e.target, e.source))
+
+
+def select_genotype(mean_coeffs, rule="argmax", source=None):
+    """The genotype of `mean_coeffs` [L, 14, |O|] under `rule`."""
+    if rule not in RULES:
+        raise UserError(f"Expected rule in {RULES}. Received: rule={rule!r}")
+    mean_coeffs = np.asarray(mean_coeffs)
+    expected = (len(EDGES), len(PRIMITIVES))
+    if mean_coeffs.ndim != 3 or mean_coeffs.shape[1:] != expected:
+        raise UserError(f"Expected coefficients of shape [L, {expected[0]}, {expected[1]}]. "
+                         f"Received: {mean_coeffs.shape}")
+    reductions = reduction_indices(len(mean_coeffs))
+    pick = _argmax_edges if rule == "argmax" else _top2_edges
+    cells = tuple(
+        Cell(reduction=index in reductions, edges=tuple(pick(cell)))
+        for index, cell in enumerate(mean_coeffs)
+    )
+    return Genotype(cells=cells, source=dict(source or {}, rule=rule))
+
+
+def attention_record(mean_coeffs, num_samples):
+    """The content of attention.json: mean coefficients per cell, edge and op."""
+    reductions = reduction_indices(len(mean_coeffs))
+    return {
+        "primitives": list(PRIMITIVES),
+        "edges": [[source, target] for source, target in EDGES],
+        "num_samples": int(num_samples),
+        "cells": [
+            {"reduction": index in reductions, "coefficients": np.round(cell, 8).tolist()}
+            for index, cell in enumerate(mean_coeffs)
+        ],
+    }
+
+
+def write_attention(path, mean_coeffs, num_samples):
+    write_text_atomic(path, json.dumps(attention_record(mean_coeffs, num_samples), indent=1) + "\n")
+
+
+def read_attention(path):
+    """Mean coefficients [L, 14, |O|] back from attention.json."""
+    with open(path, encoding="utf-8") as f:
+        record = json.load(f)
+    return np.array([cell["coefficients"] for cell in record["cells"]], dtype=np.float64)
