@@ -24,6 +24,7 @@ import gin
 import keras
 
 from asmnas_tf.runtime import run_dir as rd
+from asmnas_tf.runtime.atomic_write import write_file_atomic
 from asmnas_tf.runtime import train_loop
 from asmnas_tf.runtime.callbacks import LearningRateLogger, StepTimer, StopOnNonFiniteLoss
 from asmnas_tf.data import as_image_arrays, channel_stats, load_arrays, make_dataset
@@ -98,9 +99,7 @@ def _write_json(path, value):
 
 
 def _save_model_atomic(model, path):
-    tmp = os.path.join(os.path.dirname(path), ".tmp-" + os.path.basename(path))
-    model.save(tmp)
-    os.replace(tmp, path)
+    write_file_atomic(path, model.save, suffix=".keras")  # Keras wants the .keras suffix
 
 
 @dataclasses.dataclass
