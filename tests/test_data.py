@@ -361,7 +361,7 @@ def _first_batch(seed):
 
 def test_seeded_batches_repeat_in_process_and_across_processes():
     # TF derives op seeds from (global seed, op seed): a run seeds both
-    # (search.seed_everything), and so does each side of this comparison,
+    # (run_skeleton.seed_everything), and so does each side of this comparison,
     # whatever earlier tests in this process did to the global seed.
     keras.utils.set_random_seed(5)
     a, b = _first_batch(11), _first_batch(11)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import asmnas_tf
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, needs_fashion_mnist
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 PUBLIC = {"__version__", "search", "SearchResult", "train", "TrainResult", "export", "build_supernet",
@@ -142,3 +142,21 @@ def test_console_scripts_are_declared_for_every_command():
         scripts = tomllib.load(f)["project"]["scripts"]
     assert scripts == {f"asmnas-{name}": f"asmnas_tf.commands.{name}:main"
                        for name in ("search", "train", "export", "experiment", "demo")}
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_readme_python_example_runs_as_written(tmp_path):
+    with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    start = readme.index("```python\nimport asmnas_tf as nas\n") + len("```python\n")
+    example = readme[start:readme.index("```", start)]
+    result = subprocess.run([sys.executable, "-c", example], env=ENV, cwd=tmp_path, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert "coefficients (2, 14, 8)" in lines
+    accuracy = float(next(line for line in lines if line.startswith("test accuracy ")).split()[-1])
+    assert 0.2 < accuracy <= 1.0  # one epoch of a tiny network on 1,000 images: well above chance (0.1)
+    assert (tmp_path / "fmnist_saved_model" / "saved_model.pb").is_file()
+    assert sorted(os.listdir(tmp_path)) == ["fmnist_saved_model"]  # no run directory without model_dir
