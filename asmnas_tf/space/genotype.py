@@ -22,6 +22,7 @@ import numpy as np
 from asmnas_tf.space.primitives import EDGES, INTERMEDIATE_NODES, PRIMITIVES, reduction_indices
 from asmnas_tf.errors import UserError
 from asmnas_tf.runtime.atomic_write import write_bytes_atomic
+from asmnas_tf.names import RULES
 
 FORMAT = "asmnas-genotype/1"
 # Refuse bigger files before parsing: a 15-cell argmax genotype is ~30 KB.
@@ -31,7 +32,6 @@ _TOP_KEYS = ("format", "primitives", "cells", "source")
 _CELL_KEYS = ("reduction", "edges", "concat")
 _EDGE_KEYS = ("from", "to", "op")  # plus the optional "weight"
 _DEFAULT_CONCAT = tuple(INTERMEDIATE_NODES)
-RULES = ("argmax", "top2")
 
 
 class GenotypeError(UserError):

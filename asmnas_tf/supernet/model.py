@@ -12,10 +12,9 @@ import tensorflow as tf
 from keras import ops
 
 from asmnas_tf.runtime.grad_clip import clip_by_global_norm, unscale_loss
+from asmnas_tf.names import COEFFICIENTS, LOGITS  # noqa: F401  (importers use them from here too)
 
 # Output names of the supernet.
-LOGITS = "logits"
-COEFFICIENTS = "coefficients"
 
 
 @keras.saving.register_keras_serializable(package="asmnas_tf")

@@ -20,7 +20,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 
 import numpy as np
 from matplotlib import colormaps
@@ -32,6 +31,7 @@ from asmnas_tf.space.genotype import read_genotype
 from asmnas_tf.space.primitives import EDGES, INTERMEDIATE_NODES, PRIMITIVES, reduction_indices
 from asmnas_tf.runtime.run_dir import ATTENTION_FILE, GENOTYPE_FILE, PLOTS_DIR
 from asmnas_tf.errors import UserError
+from asmnas_tf.runtime.atomic_write import write_file_atomic
 
 FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
 DPI = 100
@@ -470,15 +470,4 @@ def _write_atomic(path, write):
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=directory)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give an ordinary file's mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_file_atomic(path, write)

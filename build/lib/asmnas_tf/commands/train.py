@@ -1,6 +1,6 @@
 """`asmnas-train`: train and test the evaluation network of a genotype (paper §5.2).
 
-  asmnas-train --gin_file=train/cifar10.gin \
+  asmnas-train --gin_file=train/cifar10.gin
       --gin_param="run_train.genotype = 'runs/search/genotype.json'" --model_dir=runs/train
 """
 

@@ -31,8 +31,8 @@ from asmnas_tf.space.named_genotypes import NAMES, named_genotype
 from asmnas_tf.layers.ops import Identity, Zero, cell_preprocessing, make_op
 from asmnas_tf.space.primitives import INTERMEDIATE_NODES, cell_name, edge_name
 from asmnas_tf.errors import UserError
+from asmnas_tf.names import STEMS
 
-STEMS = ("cifar", "imagenet")
 # A named genotype is a (normal, reduce) pair, which fits any depth; this is
 # the depth it gets when none is asked for (the paper's evaluation, SPEC §6).
 DEFAULT_NAMED_CELLS = 15

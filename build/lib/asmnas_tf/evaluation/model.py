@@ -19,9 +19,8 @@ from keras import ops
 
 from asmnas_tf.runtime.grad_clip import clip_by_global_norm
 from asmnas_tf.errors import UserError
+from asmnas_tf.names import AUX_LOGITS, LOGITS  # noqa: F401  (importers use them from here too)
 
-LOGITS = "logits"
-AUX_LOGITS = "aux_logits"
 
 
 @keras.saving.register_keras_serializable(package="asmnas_tf")

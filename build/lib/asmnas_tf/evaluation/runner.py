@@ -24,18 +24,18 @@ import gin
 import keras
 
 from asmnas_tf.runtime import run_dir as rd
+from asmnas_tf.runtime.atomic_write import write_file_atomic
 from asmnas_tf.runtime import train_loop
-from asmnas_tf.runtime.callbacks import LearningRateLogger, StepTimer, StopOnNonFiniteLoss
+from asmnas_tf.runtime.callbacks import StepTimer
+from asmnas_tf.runtime.run_skeleton import run_callbacks, start_run, write_operative_config
 from asmnas_tf.data import as_image_arrays, channel_stats, load_arrays, make_dataset
 from asmnas_tf.runtime.distribute import make_strategy
-from asmnas_tf.runtime.graph_options import lean_grappler_on_cpu
 from asmnas_tf.layers.drop_path import DropPathSchedule
 from asmnas_tf.evaluation.model import LOGITS, compile_eval_model
 from asmnas_tf.evaluation.builder import build_eval_net, resolve_genotype
 from asmnas_tf.evaluation.export import MODEL_FILE, normalization_info, write_normalization
 from asmnas_tf.runtime.inference import classification_metrics, outputs_and_labels
 from asmnas_tf.runtime.optim import CoupledSGD
-from asmnas_tf.supernet.runner import seed_everything
 from asmnas_tf.evaluation.size_report import describe_size, size_report
 from asmnas_tf.errors import UserError
 
@@ -75,32 +75,12 @@ def _imagenet_data(batch_size, eval_batch_size, seed):
             ("train", "test", "num_train", "num_test", "image_shape", "num_classes", "mean", "std", "name")}
 
 
-def _callbacks(model_dir, drop_path, epochs, timer, extra, chief):
-    """The run's callbacks; only the chief writes files (SPEC §8)."""
-    # First: a NaN loss must stop the run before the epoch's state is saved.
-    guard = StopOnNonFiniteLoss(os.path.join(model_dir, rd.CHECKPOINT_DIR))
-    schedule = DropPathSchedule(drop_path, epochs)
-    if not chief:
-        return [guard, schedule, timer, *extra]
-    return [
-        guard,
-        schedule,
-        LearningRateLogger(),
-        keras.callbacks.CSVLogger(os.path.join(model_dir, rd.HISTORY_FILE), append=True),
-        keras.callbacks.TensorBoard(os.path.join(model_dir, rd.TENSORBOARD_DIR), write_graph=False),
-        timer,
-        *extra,
-    ]
-
-
 def _write_json(path, value):
     rd.write_text_atomic(path, json.dumps(value, indent=1) + "\n")
 
 
 def _save_model_atomic(model, path):
-    tmp = os.path.join(os.path.dirname(path), ".tmp-" + os.path.basename(path))
-    model.save(tmp)
-    os.replace(tmp, path)
+    write_file_atomic(path, model.save, suffix=".keras")  # Keras wants the .keras suffix
 
 
 @dataclasses.dataclass
@@ -200,10 +180,7 @@ def _train(cells, d, model_dir, network_kwargs, batch_size, epochs, drop_path, s
            save_every_steps, verbose, extra_callbacks, keep_files):
     """The training itself, in `model_dir` (a temporary one when not `keep_files`)."""
     os.makedirs(model_dir, exist_ok=True)  # the command has prepared it; API callers may not
-    strategy = make_strategy()
-    lean_grappler_on_cpu()
-    chief = train_loop.is_chief(strategy)
-    seed_everything(seed, deterministic)
+    strategy, chief = start_run(seed, deterministic)
     steps_per_epoch = d["num_train"] // batch_size
     if steps_per_epoch < 1:
         raise UserError(f"run_train.batch_size={batch_size} is larger than the {d['num_train']} training images")
@@ -221,10 +198,11 @@ def _train(cells, d, model_dir, network_kwargs, batch_size, epochs, drop_path, s
     print(f"Evaluation network: {len(cells.cells)} cells, {describe_size(size)}; "
           f"{strategy.num_replicas_in_sync} replica(s); {d['num_train']} training images")
     if chief and keep_files:
-        rd.write_text_atomic(os.path.join(model_dir, rd.OPERATIVE_CONFIG_FILE), gin.operative_config_str())
+        write_operative_config(model_dir)
 
     timer = StepTimer(os.path.join(model_dir, rd.TIMING_FILE) if chief else None)
-    callbacks = _callbacks(model_dir, drop_path, epochs, timer, list(extra_callbacks), chief and keep_files)
+    callbacks = run_callbacks(model_dir, timer, chief and keep_files,
+                              schedules=[DropPathSchedule(drop_path, epochs)]) + list(extra_callbacks)
     history = train_loop.fit(model, d["train"], epochs=epochs, strategy=strategy,
                              checkpoint_dir=os.path.join(model_dir, rd.CHECKPOINT_DIR), callbacks=callbacks,
                              save_every_steps=save_every_steps, steps_per_epoch=steps_per_epoch,
@@ -244,7 +222,7 @@ def _train(cells, d, model_dir, network_kwargs, batch_size, epochs, drop_path, s
         _save_model_atomic(model, os.path.join(model_dir, MODEL_FILE))
         results_path = os.path.join(model_dir, RESULTS_FILE)
         _write_json(results_path, results)
-        rd.write_text_atomic(os.path.join(model_dir, rd.OPERATIVE_CONFIG_FILE), gin.operative_config_str())
+        write_operative_config(model_dir)
         if "test_accuracy" in results:
             print(f"Test accuracy: {results['test_accuracy']:.4f} ({d['num_test']} images); written: {results_path}")
     return TrainResult(results=results, history=history.history, model=model, normalization=normalization,

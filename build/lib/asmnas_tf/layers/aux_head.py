@@ -19,8 +19,9 @@ from keras import ops
 
 from asmnas_tf.layers import op_math
 from asmnas_tf.errors import UserError
+from asmnas_tf.names import STEMS
 
-KINDS = ("cifar", "imagenet")
+KINDS = STEMS
 
 
 def aux_pool_geometry(size):

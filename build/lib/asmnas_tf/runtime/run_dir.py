@@ -6,8 +6,8 @@ bindings it is refused, so that no result is mixed with another config's.
 """
 
 import os
-import tempfile
 from asmnas_tf.errors import UserError
+from asmnas_tf.runtime.atomic_write import write_file_atomic, write_text_atomic  # noqa: F401  (callers' name)
 
 CONFIG_FILE = "config.gin"
 OPERATIVE_CONFIG_FILE = "operative_config.gin"
@@ -30,22 +30,6 @@ class RunDirError(UserError):
 # The run directories `prepare` created in this process, each with the
 # folders it had to make (outermost first): see `discard_unused_run_dirs`.
 _CREATED = []
-
-
-def write_text_atomic(path, text):
-    """Write `text` to `path` through a temp file and a rename: never half a file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def prepare(model_dir, config_text):
@@ -120,13 +104,5 @@ def _check_writable(model_dir):
 
 
 def save_weights_atomic(model, path):
-    """`model.save_weights(path)` through a temp file and a rename."""
-    directory, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{name}")  # Keras wants the .weights.h5 suffix
-    try:
-        model.save_weights(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """`model.save_weights(path)`, whole or not at all (Keras wants the .weights.h5 suffix)."""
+    write_file_atomic(path, model.save_weights, suffix=".weights.h5")

@@ -16,12 +16,13 @@ import json
 import math
 import numbers
 import os
-import tempfile
 
 import numpy as np
 
 from asmnas_tf.space.primitives import EDGES, INTERMEDIATE_NODES, PRIMITIVES, reduction_indices
 from asmnas_tf.errors import UserError
+from asmnas_tf.runtime.atomic_write import write_bytes_atomic
+from asmnas_tf.names import RULES
 
 FORMAT = "asmnas-genotype/1"
 # Refuse bigger files before parsing: a 15-cell argmax genotype is ~30 KB.
@@ -31,7 +32,6 @@ _TOP_KEYS = ("format", "primitives", "cells", "source")
 _CELL_KEYS = ("reduction", "edges", "concat")
 _EDGE_KEYS = ("from", "to", "op")  # plus the optional "weight"
 _DEFAULT_CONCAT = tuple(INTERMEDIATE_NODES)
-RULES = ("argmax", "top2")
 
 
 class GenotypeError(UserError):
@@ -241,24 +241,7 @@ def write_genotype(path, genotype):
     any error the old file, if any, is left as it was and no temp file remains.
     """
     path = os.fspath(path)
-    data = _checked_text(genotype, path).encode("utf-8")
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp creates 0600; give the file the mode an ordinary write would.
-        os.chmod(tmp, _file_mode(path))
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_directory(directory)
+    write_bytes_atomic(path, _checked_text(genotype, path).encode("utf-8"))
 
 
 def read_genotype(path, *, num_cells=None):
@@ -425,22 +408,3 @@ def _positions(indices):
     return "(" + ", ".join(str(i) for i in indices) + ")"
 
 
-def _file_mode(path):
-    try:
-        return os.stat(path).st_mode & 0o777
-    except OSError:
-        return 0o644
-
-
-def _fsync_directory(directory):
-    # Makes the rename durable; not every platform can open a directory.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -31,10 +31,10 @@ import tensorflow as tf
 from asmnas_tf.runtime import run_dir as rd
 from asmnas_tf.runtime import train_loop
 from asmnas_tf.supernet.darts import DartsModel, architecture_optimizer, compile_darts
-from asmnas_tf.runtime.callbacks import LearningRateLogger, StepTimer, StopOnNonFiniteLoss
+from asmnas_tf.runtime.callbacks import StepTimer
+from asmnas_tf.runtime.run_skeleton import run_callbacks, start_run, write_operative_config
 from asmnas_tf.data import as_image_arrays, channel_stats, load_arrays, make_dataset, split_halves
 from asmnas_tf.runtime.distribute import make_strategy
-from asmnas_tf.runtime.graph_options import lean_grappler_on_cpu
 from asmnas_tf.space.genotype import read_genotype, write_genotype
 from asmnas_tf.runtime.optim import search_optimizer
 from asmnas_tf.plots import write_run_plots
@@ -44,13 +44,6 @@ from asmnas_tf.supernet.builder import build_supernet
 from asmnas_tf.errors import UserError
 
 METHODS = ("asm", "darts1", "darts2")
-
-
-def seed_everything(seed, deterministic):
-    """Seed Python, numpy, TF and Keras; optionally make TF ops deterministic."""
-    keras.utils.set_random_seed(seed)
-    if deterministic:
-        tf.config.experimental.enable_op_determinism()
 
 
 def search_datasets(arrays, batch_size, selection_batch_size, seed, architecture=False):
@@ -68,21 +61,6 @@ def search_datasets(arrays, batch_size, selection_batch_size, seed, architecture
         alpha = make_dataset(x_select, y_select, batch_size, training=True, mean=mean, std=std, seed=seed + 1)
         train = tf.data.Dataset.zip((train, alpha))
     return train, select, len(x_weights), len(x_select)
-
-
-def _callbacks(model_dir, timer, chief):
-    """The run's callbacks; only the chief writes files (SPEC §8)."""
-    # First: a NaN loss must stop the run before the epoch's state is saved.
-    guard = StopOnNonFiniteLoss(os.path.join(model_dir, rd.CHECKPOINT_DIR))
-    if not chief:
-        return [guard, timer]
-    return [
-        guard,
-        LearningRateLogger(),
-        keras.callbacks.CSVLogger(os.path.join(model_dir, rd.HISTORY_FILE), append=True),
-        keras.callbacks.TensorBoard(os.path.join(model_dir, rd.TENSORBOARD_DIR), write_graph=False),
-        timer,
-    ]
 
 
 @dataclasses.dataclass
@@ -181,9 +159,7 @@ def _given(**values):
 def _search(arrays, model_dir, strategy, method, epochs, batch_size, selection_batch_size, rule, supernet_kwargs,
             seed, deterministic, save_every_steps, verbose, extra_callbacks, keep_files):
     """The search itself, in `model_dir` (a temporary one when not `keep_files`)."""
-    lean_grappler_on_cpu()
-    chief = train_loop.is_chief(strategy)
-    seed_everything(seed, deterministic)
+    strategy, chief = start_run(seed, deterministic)
     train, select, n_train, n_select = search_datasets(
         arrays, batch_size, selection_batch_size, seed, architecture=method != "asm"
     )
@@ -209,10 +185,10 @@ def _search(arrays, model_dir, strategy, method, epochs, batch_size, selection_b
         f"{n_train} images train the weights, {n_select} select"
     )
     if chief and keep_files:
-        rd.write_text_atomic(os.path.join(model_dir, rd.OPERATIVE_CONFIG_FILE), gin.operative_config_str())
+        write_operative_config(model_dir)
 
     timer = StepTimer(os.path.join(model_dir, rd.TIMING_FILE) if chief else None)
-    callbacks = _callbacks(model_dir, timer, chief and keep_files) + list(extra_callbacks)
+    callbacks = run_callbacks(model_dir, timer, chief and keep_files) + list(extra_callbacks)
     history = train_loop.fit(model, train, epochs=epochs, strategy=strategy,
                              checkpoint_dir=os.path.join(model_dir, rd.CHECKPOINT_DIR), callbacks=callbacks,
                              save_every_steps=save_every_steps, steps_per_epoch=steps_per_epoch, verbose=verbose)
@@ -231,7 +207,7 @@ def _search(arrays, model_dir, strategy, method, epochs, batch_size, selection_b
         write_genotype(os.path.join(model_dir, rd.GENOTYPE_FILE), genotype)
         plots = write_run_plots(model_dir)  # Fig. 4 heatmaps, Appendix A cell diagrams
         rd.write_text_atomic(os.path.join(model_dir, rd.TIMING_FILE), json.dumps(timing, indent=1) + "\n")
-        rd.write_text_atomic(os.path.join(model_dir, rd.OPERATIVE_CONFIG_FILE), gin.operative_config_str())
+        write_operative_config(model_dir)
     return SearchResult(genotype=genotype, coefficients=np.asarray(mean_coeffs), selection_accuracy=selection_accuracy,
                         history=history.history, model=model, model_dir=model_dir, plots=plots, timing=timing)
 

@@ -1,0 +1,57 @@
+"""What every run (search or training) does around its own model, in one place.
+
+The start: the strategy first (it may split the CPU into logical devices,
+which must happen before anything touches a device), the lean Grappler set
+on a CPU host, the seeds. The callbacks: the NaN guard first, the run's own
+schedules, then the writers (learning rate, history.csv, TensorBoard), which
+only the chief has (SPEC §8), the step timer last. The operative config.
+"""
+
+import os
+
+import gin
+import keras
+import tensorflow as tf
+
+from asmnas_tf.runtime import run_dir as rd
+from asmnas_tf.runtime.callbacks import LearningRateLogger, StopOnNonFiniteLoss
+from asmnas_tf.runtime.distribute import make_strategy
+from asmnas_tf.runtime.graph_options import lean_grappler_on_cpu
+from asmnas_tf.runtime.train_loop import is_chief
+
+
+def seed_everything(seed, deterministic):
+    """Seed Python, numpy, TF and Keras; optionally make TF ops deterministic."""
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def start_run(seed, deterministic):
+    """(strategy, chief) of this process, Grappler set, everything seeded."""
+    strategy = make_strategy()
+    lean_grappler_on_cpu()
+    seed_everything(seed, deterministic)
+    return strategy, is_chief(strategy)
+
+
+def run_callbacks(model_dir, timer, write_files, schedules=()):
+    """The run's callbacks in their order; `write_files`: the chief of a run kept on disk."""
+    # First: a NaN loss must stop the run before the epoch's state is saved.
+    guard = StopOnNonFiniteLoss(os.path.join(model_dir, rd.CHECKPOINT_DIR))
+    writers = [
+        LearningRateLogger(),  # before the two below, so that both record it
+        keras.callbacks.CSVLogger(os.path.join(model_dir, rd.HISTORY_FILE), append=True),
+        keras.callbacks.TensorBoard(os.path.join(model_dir, rd.TENSORBOARD_DIR), write_graph=False),
+    ] if write_files else []
+    return [guard, *schedules, *writers, timer]
+
+
+def write_operative_config(model_dir):
+    """gin's operative config: the bindings of every configurable called so far.
+
+    Written twice per run, on purpose: once before training, so that a run
+    that is killed has it; again at the end, because the configurables
+    called after training (selection, inference) only appear then.
+    """
+    rd.write_text_atomic(os.path.join(model_dir, rd.OPERATIVE_CONFIG_FILE), gin.operative_config_str())
