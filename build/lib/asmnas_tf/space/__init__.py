@@ -1,1 +1,0 @@
-"""The search space as data: primitives, genotypes, named genotypes (no TensorFlow)."""

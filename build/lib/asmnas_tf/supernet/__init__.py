@@ -1,1 +1,0 @@
-"""The search stage: the supernet, its model class, the DARTS architect, selection, the search runner."""
