@@ -60,9 +60,13 @@ def normalization_info(mean, std, image_shape, num_classes, dataset):
 
 def write_normalization(model_dir, mean, std, image_shape, num_classes, dataset):
     """Saved at training time, for the export."""
+    write_normalization_info(model_dir, normalization_info(mean, std, image_shape, num_classes, dataset))
+
+
+def write_normalization_info(model_dir, info):
+    """`info` as `normalization_info` made it, to <model_dir>/normalization.json."""
     from asmnas_tf.runtime.run_dir import write_text_atomic
 
-    info = normalization_info(mean, std, image_shape, num_classes, dataset)
     write_text_atomic(os.path.join(model_dir, NORMALIZATION_FILE), json.dumps(info, indent=1) + "\n")
 
 

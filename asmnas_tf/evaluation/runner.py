@@ -17,7 +17,6 @@ An interrupted run resumes from its last saved state, inside an epoch
 import dataclasses
 import json
 import os
-import tempfile
 import time
 
 import gin
@@ -27,13 +26,14 @@ from asmnas_tf.runtime import run_dir as rd
 from asmnas_tf.runtime.atomic_write import write_file_atomic
 from asmnas_tf.runtime import train_loop
 from asmnas_tf.runtime.callbacks import StepTimer
-from asmnas_tf.runtime.run_skeleton import run_callbacks, start_run, write_operative_config
+from asmnas_tf.runtime.run_skeleton import (check_counts, run_callbacks, start_run, working_dir,
+                                             write_operative_config)
 from asmnas_tf.data import as_image_arrays, channel_stats, load_arrays, make_dataset
 from asmnas_tf.runtime.distribute import make_strategy
 from asmnas_tf.layers.drop_path import DropPathSchedule
 from asmnas_tf.evaluation.model import LOGITS, compile_eval_model
 from asmnas_tf.evaluation.builder import build_eval_net, resolve_genotype
-from asmnas_tf.evaluation.export import MODEL_FILE, normalization_info, write_normalization
+from asmnas_tf.evaluation.export import MODEL_FILE, normalization_info, write_normalization_info
 from asmnas_tf.runtime.inference import classification_metrics, outputs_and_labels
 from asmnas_tf.runtime.optim import CoupledSGD
 from asmnas_tf.evaluation.size_report import describe_size, size_report
@@ -109,15 +109,14 @@ class TrainResult:
 
 def _check_train_arguments(epochs, batch_size, eval_batch_size, drop_path, save_every_steps):
     """Every argument checked before any data is read or file written."""
-    for name, value, least in (("epochs", epochs, 1), ("batch_size", batch_size, 1),
-                               ("eval_batch_size", eval_batch_size, 1), ("save_every_steps", save_every_steps, 0)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < least:
-            raise UserError(f"run_train.{name}={value!r}: expected an integer >= {least}")
+    check_counts("run_train", epochs=(epochs, 1), batch_size=(batch_size, 1),
+                 eval_batch_size=(eval_batch_size, 1), save_every_steps=(save_every_steps, 0))
     if not isinstance(drop_path, (int, float)) or isinstance(drop_path, bool) or not 0 <= drop_path < 1:
         raise UserError(f"run_train.drop_path={drop_path!r}: expected a number in [0, 1)")
 
 
 def _completed(model_dir):
+    """The result of a finished training in `model_dir`, or None."""
     results_path = os.path.join(model_dir, RESULTS_FILE)
     if not os.path.exists(results_path):
         return None
@@ -160,20 +159,18 @@ def train(
     None writes nothing that outlives the call. Returns a `TrainResult`.
     """
     _check_train_arguments(epochs, batch_size, eval_batch_size, drop_path, save_every_steps)
-    if model_dir is not None and _completed(model_dir):
-        return _completed(model_dir)
+    completed = _completed(model_dir) if model_dir is not None else None
+    if completed:
+        return completed
     cells = resolve_genotype(genotype, num_cells)
     make_strategy()  # before the data: it may split the CPU into logical devices
     arrays = as_image_arrays(x, y, x_test, y_test)
     data = _array_data(arrays, batch_size, eval_batch_size, seed)
     network_kwargs = dict(network_options or {}, **({} if channels is None else {"channels": channels}))
-    if model_dir is None:
-        with tempfile.TemporaryDirectory(prefix="asmnas-train-") as scratch:
-            result = _train(cells, data, scratch, network_kwargs, batch_size, epochs, drop_path, seed,
-                            deterministic, save_every_steps, verbose, callbacks, keep_files=False)
-        return dataclasses.replace(result, model_dir=None)
-    return _train(cells, data, model_dir, network_kwargs, batch_size, epochs, drop_path, seed,
-                  deterministic, save_every_steps, verbose, callbacks, keep_files=True)
+    with working_dir(model_dir, "asmnas-train-") as (directory, keep_files):
+        result = _train(cells, data, directory, network_kwargs, batch_size, epochs, drop_path, seed,
+                        deterministic, save_every_steps, verbose, callbacks, keep_files)
+    return result if keep_files else dataclasses.replace(result, model_dir=None)
 
 
 def _train(cells, d, model_dir, network_kwargs, batch_size, epochs, drop_path, seed, deterministic,
@@ -186,7 +183,7 @@ def _train(cells, d, model_dir, network_kwargs, batch_size, epochs, drop_path, s
         raise UserError(f"run_train.batch_size={batch_size} is larger than the {d['num_train']} training images")
     normalization = normalization_info(d["mean"], d["std"], d["image_shape"], d["num_classes"], d["name"])
     if chief and keep_files:
-        write_normalization(model_dir, d["mean"], d["std"], d["image_shape"], d["num_classes"], d["name"])
+        write_normalization_info(model_dir, normalization)
 
     started = time.perf_counter()
     with strategy.scope():
@@ -253,8 +250,9 @@ def run_train(
     multi-worker strategy only the chief writes and tests.
     """
     _check_train_arguments(epochs, batch_size, eval_batch_size, drop_path, save_every_steps)
-    if _completed(model_dir):
-        return _completed(model_dir)
+    completed = _completed(model_dir)
+    if completed:
+        return completed
     if genotype is None:
         raise UserError("run_train.genotype is not set: bind it to a genotype.json path or a named "
                         "genotype (DARTS_V1, DARTS_V2, PC_DARTS, PDARTS)")

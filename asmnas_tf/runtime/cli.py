@@ -43,12 +43,13 @@ _start_tensorflow_quietly()
 
 import gin  # noqa: E402
 
-# Imported here, before gin parsing locks the config, so that catching them
-# never imports a module with configurables afterwards.
-from asmnas_tf.data import DataError  # noqa: E402
-from asmnas_tf.runtime.distribute import StrategyError  # noqa: E402
-from asmnas_tf.space.genotype import GenotypeError  # noqa: E402
-from asmnas_tf.runtime.run_dir import RunDirError, discard_unused_run_dirs  # noqa: E402
+# Imported here, before any gin file is parsed: strict parsing needs every
+# configurable registered, and these modules hold some (load_arrays,
+# make_dataset, make_strategy) that a command's own imports may not reach.
+import asmnas_tf.data  # noqa: E402,F401
+import asmnas_tf.runtime.distribute  # noqa: E402,F401
+import asmnas_tf.space.genotype  # noqa: E402,F401
+from asmnas_tf.runtime.run_dir import discard_unused_run_dirs  # noqa: E402
 
 # The shipped configs are package data: found in the installed package as in
 # the checkout, from any working directory.

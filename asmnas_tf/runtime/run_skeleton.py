@@ -5,14 +5,18 @@ which must happen before anything touches a device), the lean Grappler set
 on a CPU host, the seeds. The callbacks: the NaN guard first, the run's own
 schedules, then the writers (learning rate, history.csv, TensorBoard), which
 only the chief has (SPEC §8), the step timer last. The operative config.
+The argument checks both runners make, and the folder a run works in.
 """
 
+import contextlib
 import os
+import tempfile
 
 import gin
 import keras
 import tensorflow as tf
 
+from asmnas_tf.errors import UserError
 from asmnas_tf.runtime import run_dir as rd
 from asmnas_tf.runtime.callbacks import LearningRateLogger, StopOnNonFiniteLoss
 from asmnas_tf.runtime.distribute import make_strategy
@@ -55,3 +59,24 @@ def write_operative_config(model_dir):
     called after training (selection, inference) only appear then.
     """
     rd.write_text_atomic(os.path.join(model_dir, rd.OPERATIVE_CONFIG_FILE), gin.operative_config_str())
+
+
+def check_counts(configurable, **counts):
+    """Each of `counts` is (value, least): an integer >= least, else one line naming the binding."""
+    for name, (value, least) in counts.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise UserError(f"{configurable}.{name}={value!r}: expected an integer >= {least}")
+
+
+@contextlib.contextmanager
+def working_dir(model_dir, prefix):
+    """(directory, keep_files): the run directory, or a temporary one removed at the end.
+
+    The Python API writes a run directory only when given one; the run still
+    needs a folder for its checkpoints while it trains.
+    """
+    if model_dir is not None:
+        yield model_dir, True
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as scratch:
+        yield scratch, False

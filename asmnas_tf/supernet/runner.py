@@ -20,7 +20,6 @@ gin-configured wrapper the command runs. An interrupted run resumes from its las
 import dataclasses
 import json
 import os
-import tempfile
 import time
 
 import gin
@@ -32,7 +31,8 @@ from asmnas_tf.runtime import run_dir as rd
 from asmnas_tf.runtime import train_loop
 from asmnas_tf.supernet.darts import DartsModel, architecture_optimizer, compile_darts
 from asmnas_tf.runtime.callbacks import StepTimer
-from asmnas_tf.runtime.run_skeleton import run_callbacks, start_run, write_operative_config
+from asmnas_tf.runtime.run_skeleton import (check_counts, run_callbacks, start_run, working_dir,
+                                             write_operative_config)
 from asmnas_tf.data import as_image_arrays, channel_stats, load_arrays, make_dataset, split_halves
 from asmnas_tf.runtime.distribute import make_strategy
 from asmnas_tf.space.genotype import read_genotype, write_genotype
@@ -93,11 +93,17 @@ def _check_search_arguments(method, rule, epochs, batch_size, selection_batch_si
         raise UserError(f"run_search.method={method!r} is not one of {', '.join(METHODS)}")
     if rule not in RULES:
         raise UserError(f"run_search.rule={rule!r} is not one of {', '.join(RULES)}")
-    for name, value, least in (("epochs", epochs, 1), ("batch_size", batch_size, 1),
-                               ("selection_batch_size", selection_batch_size, 1),
-                               ("save_every_steps", save_every_steps, 0)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < least:
-            raise UserError(f"run_search.{name}={value!r}: expected an integer >= {least}")
+    check_counts("run_search", epochs=(epochs, 1), batch_size=(batch_size, 1),
+                 selection_batch_size=(selection_batch_size, 1), save_every_steps=(save_every_steps, 0))
+
+
+def _completed(model_dir):
+    """The result of a finished search in `model_dir`, or None."""
+    genotype_path = os.path.join(model_dir, rd.GENOTYPE_FILE)
+    if not os.path.exists(genotype_path):
+        return None
+    print(f"Search already complete: {genotype_path}")
+    return SearchResult(genotype=read_genotype(genotype_path), model_dir=model_dir, resumed_complete=True)
 
 
 def search(
@@ -134,29 +140,23 @@ def search(
     call (the checkpoints go to a temporary folder, removed at the end).
     """
     _check_search_arguments(method, rule, epochs, batch_size, selection_batch_size, save_every_steps)
-    if model_dir is not None:
-        genotype_path = os.path.join(model_dir, rd.GENOTYPE_FILE)
-        if os.path.exists(genotype_path):
-            print(f"Search already complete: {genotype_path}")
-            return SearchResult(genotype=read_genotype(genotype_path), model_dir=model_dir, resumed_complete=True)
-    strategy = make_strategy()  # first: it may split the CPU into logical devices
+    completed = _completed(model_dir) if model_dir is not None else None
+    if completed:
+        return completed
+    make_strategy()  # first: it may split the CPU into logical devices
     arrays = as_image_arrays(x, y)
-    if model_dir is None:
-        with tempfile.TemporaryDirectory(prefix="asmnas-search-") as scratch:
-            result = _search(arrays, scratch, strategy, method, epochs, batch_size, selection_batch_size, rule,
-                             dict(supernet_options or {}, **_given(num_cells=num_cells, channels=channels)),
-                             seed, deterministic, save_every_steps, verbose, callbacks, keep_files=False)
-        return dataclasses.replace(result, model_dir=None)
-    return _search(arrays, model_dir, strategy, method, epochs, batch_size, selection_batch_size, rule,
-                   dict(supernet_options or {}, **_given(num_cells=num_cells, channels=channels)),
-                   seed, deterministic, save_every_steps, verbose, callbacks, keep_files=True)
+    supernet_kwargs = dict(supernet_options or {}, **_given(num_cells=num_cells, channels=channels))
+    with working_dir(model_dir, "asmnas-search-") as (directory, keep_files):
+        result = _search(arrays, directory, method, epochs, batch_size, selection_batch_size, rule, supernet_kwargs,
+                         seed, deterministic, save_every_steps, verbose, callbacks, keep_files)
+    return result if keep_files else dataclasses.replace(result, model_dir=None)
 
 
 def _given(**values):
     return {k: v for k, v in values.items() if v is not None}
 
 
-def _search(arrays, model_dir, strategy, method, epochs, batch_size, selection_batch_size, rule, supernet_kwargs,
+def _search(arrays, model_dir, method, epochs, batch_size, selection_batch_size, rule, supernet_kwargs,
             seed, deterministic, save_every_steps, verbose, extra_callbacks, keep_files):
     """The search itself, in `model_dir` (a temporary one when not `keep_files`)."""
     strategy, chief = start_run(seed, deterministic)
@@ -234,8 +234,9 @@ def run_search(
     writes; the other workers get a result with `chief=False`, no genotype.
     """
     _check_search_arguments(method, rule, epochs, batch_size, selection_batch_size, save_every_steps)
-    if os.path.exists(os.path.join(model_dir, rd.GENOTYPE_FILE)):
-        return search(None, model_dir=model_dir)
+    completed = _completed(model_dir)
+    if completed:
+        return completed
     make_strategy()  # before the data: it may split the CPU into logical devices
     return search(load_arrays(), method=method, epochs=epochs, batch_size=batch_size,
                   selection_batch_size=selection_batch_size, rule=rule, seed=seed, deterministic=deterministic,
