@@ -15,3 +15,7 @@ RULES = ("argmax", "top2")
 # The stems of the evaluation network and its auxiliary head: CIFAR-style
 # (one 3x3 convolution) or ImageNet-style (two stride-2 convolutions).
 STEMS = ("cifar", "imagenet")
+
+# A selection choice counts as confident when its bootstrap confidence is at
+# least this (issue 13; `supernet/confidence.py`, the heatmap's marks).
+CONFIDENT = 0.95

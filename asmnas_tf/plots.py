@@ -31,6 +31,7 @@ from asmnas_tf.space.genotype import read_genotype
 from asmnas_tf.space.primitives import EDGES, INTERMEDIATE_NODES, PRIMITIVES, reduction_indices
 from asmnas_tf.runtime.run_dir import ATTENTION_FILE, GENOTYPE_FILE, PLOTS_DIR
 from asmnas_tf.errors import UserError
+from asmnas_tf.names import CONFIDENT
 from asmnas_tf.runtime.atomic_write import write_file_atomic
 
 FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
@@ -43,6 +44,7 @@ _PANEL_W, _PANEL_H = 2.2, 3.2
 _MARGIN_W, _MARGIN_H = 1.6, 1.6
 EDGE_LABELS = tuple(f"{i}\u2192{j}" for i, j in EDGES)
 _MARK_COLOR = "#e4171b"
+_DOUBT_COLOR = "white"  # an argmax below CONFIDENT: dashed
 
 INPUT_NAMES = ("c_{k-2}", "c_{k-1}")
 OUTPUT_NAME = "c_{k}"
@@ -81,8 +83,11 @@ def heatmap_figsize(num_cells):
     return (cols * _PANEL_W + _MARGIN_W, rows * _PANEL_H + _MARGIN_H)
 
 
-def plot_attention_heatmaps(mean_coeffs, path, title=None, reductions=None):
+def plot_attention_heatmaps(mean_coeffs, path, title=None, reductions=None, confidence=None):
     """One heatmap per cell of `mean_coeffs` [L, 14, 8], all in one figure.
+
+    `confidence` [L, 14] (bootstrap confidence of each edge's argmax, issue
+    13): the argmax of an edge below 95% is outlined dashed, in white.
 
     Works for any coefficients per (cell, edge, op): ASM-NAS mean attention
     or DARTS softmax(alpha). All panels share one colour scale [0, max].
@@ -105,7 +110,8 @@ def plot_attention_heatmaps(mean_coeffs, path, title=None, reductions=None):
         row, col = divmod(index, cols)
         # Op names under the lowest panel of each column only.
         lowest = index + cols >= num_cells
-        image, cell_marks = _draw_panel(ax, coeffs[index], limits, col == 0, lowest, False)
+        doubtful = () if confidence is None else np.flatnonzero(np.asarray(confidence[index]) < CONFIDENT)
+        image, cell_marks = _draw_panel(ax, coeffs[index], limits, col == 0, lowest, False, doubtful)
         kind = "reduction" if index in reductions else "normal"
         ax.set_title(f"cell {index} ({kind})", fontsize=10,
                      fontweight="bold" if index in reductions else "normal")
@@ -139,7 +145,7 @@ def _colour_limits(coeffs):
     return low, max(high, low + 1e-12)
 
 
-def _draw_panel(ax, coeffs, limits, row_labels, col_labels, annotate):
+def _draw_panel(ax, coeffs, limits, row_labels, col_labels, annotate, doubtful=()):
     vmin, vmax = limits
     image = ax.imshow(coeffs, cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto",
                       interpolation="nearest")
@@ -153,8 +159,10 @@ def _draw_panel(ax, coeffs, limits, row_labels, col_labels, annotate):
     for edge, row in enumerate(coeffs):
         op = int(np.argmax(row))
         marks.append((edge, op))
-        ax.add_patch(Rectangle((op - 0.5, edge - 0.5), 1, 1, fill=False,
-                               edgecolor=_MARK_COLOR, linewidth=1.6))
+        unsure = edge in doubtful
+        ax.add_patch(Rectangle((op - 0.5, edge - 0.5), 1, 1, fill=False, linewidth=1.6,
+                               edgecolor=_DOUBT_COLOR if unsure else _MARK_COLOR,
+                               linestyle="--" if unsure else "-"))
         if annotate:
             for k, value in enumerate(row):
                 light = value < vmin + 0.55 * (vmax - vmin)  # white on viridis' dark end
@@ -417,13 +425,17 @@ def write_run_plots(model_dir):
     written = []
     attention_path = os.path.join(model_dir, ATTENTION_FILE)
     if os.path.isfile(attention_path):
-        coeffs, reductions, num_samples = _read_attention(attention_path)
+        coeffs, reductions, num_samples, confidence = _read_attention(attention_path)
         os.makedirs(plots, exist_ok=True)
         path = os.path.join(plots, "attention.png")
-        title = "Mean attention coefficients per cell (argmax outlined)"
+        title = "Mean attention coefficients per cell (argmax outlined"
+        if confidence is not None:
+            doubtful = int(np.sum(confidence < CONFIDENT))
+            title += f"; dashed white: {doubtful} of {confidence.size} below {CONFIDENT:.0%} bootstrap confidence"
+        title += ")"
         if num_samples is not None:
             title += f", {num_samples} selection samples"
-        plot_attention_heatmaps(coeffs, path, title=title, reductions=reductions)
+        plot_attention_heatmaps(coeffs, path, title=title, reductions=reductions, confidence=confidence)
         written.append(path)
     genotype_path = os.path.join(model_dir, GENOTYPE_FILE)
     if os.path.isfile(genotype_path):
@@ -440,11 +452,13 @@ def _read_attention(path):
         cells = record["cells"]
         coeffs = np.array([cell["coefficients"] for cell in cells], dtype=np.float64)
         reductions = [i for i, cell in enumerate(cells) if cell.get("reduction")]
+        boot = [cell.get("argmax_confidence") for cell in cells]
+        confidence = None if any(b is None for b in boot) else np.array(boot, dtype=np.float64)
     except (KeyError, TypeError, ValueError) as err:
         raise UserError(f"{path}: not an attention.json record ({err})") from None
     if list(record.get("primitives", PRIMITIVES)) != list(PRIMITIVES):
         raise UserError(f"{path}: primitives {record['primitives']} (expected {list(PRIMITIVES)})")
-    return coeffs, reductions, record.get("num_samples")
+    return coeffs, reductions, record.get("num_samples"), confidence
 
 
 # ---------------------------------------------------------------- files
@@ -471,3 +485,28 @@ def _write_atomic(path, write):
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     write_file_atomic(path, write)
+
+
+# ---------------------------------------------------------------- comparison
+
+
+def plot_comparison(result, path):
+    """Test accuracy per seed of each method (dots), its mean (bar) and 95% interval (`compare.py`)."""
+    summary, runs = result["summary"], result["runs"]
+    methods = list(summary)
+    fig = Figure(figsize=(1.6 + 1.3 * len(methods), 4.2), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for i, method in enumerate(methods):
+        values = [r["test_accuracy"] for r in runs if r["method"] == method]
+        offsets = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else [0.0]
+        ax.scatter(i + np.asarray(offsets), values, s=22, color="#4c72b0", zorder=3)
+        s = summary[method]
+        ax.hlines(s["mean"], i - 0.3, i + 0.3, color="black", linewidth=2, zorder=4)
+        if s["ci_low"] is not None:
+            ax.vlines(i + 0.33, s["ci_low"], s["ci_high"], color="#c44e52", linewidth=2, zorder=4)
+    ax.set_xticks(range(len(methods)), methods)
+    ax.set_ylabel("test accuracy")
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title("Per seed (dots), mean (black), 95% interval (red)", fontsize=10)
+    return save_figure(fig, path)

@@ -40,6 +40,7 @@ ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
 WORKERS = max(2, min(4, os.cpu_count() or 1))  # each command is mostly TensorFlow's import
 SEARCH = ["--gin_file=search/demo.gin"]
 TRAIN = ["--gin_file=train/demo.gin"]  # run_train.num_cells = 3
+COMPARE = ["--gin_file=experiment/compare_fashion_mnist.gin"]
 ROOT_SKIP = "running as root: root can write anywhere, so a read-only --model_dir cannot be refused"
 
 
@@ -150,6 +151,11 @@ def _read_only_run_dir(d):
     return [*SEARCH, _run(d)]
 
 
+def _foreign_results(d):
+    (d / "results.jsonl").write_text(json.dumps({"config": "0123456789abcdef", "method": "asm", "seed": 0}) + "\n")
+    return d / "results.jsonl"
+
+
 def _other_config(d):
     _write(d / "run" / "config.gin", "build_supernet.channels = 99\n")
     _write(d / "run" / "genotype.json", "precious")
@@ -197,6 +203,29 @@ CASES = [
     Case("genotype_missing_file", "train",
          lambda d: [*TRAIN, _param(f"run_train.genotype = '{d}/nowhere/genotype.json'"), _run(d)],
          ("{d}/nowhere/genotype.json", "cannot read the file")),
+    # The attention options and telemetry of issue 13.
+    Case("attention_embedding_unknown", "search",
+         lambda d: [*SEARCH, _param("build_supernet.attention_embedding = 'mean'"), _run(d)],
+         ("build_supernet.attention_embedding='mean'", "post_bn, pre_bn")),
+    Case("attention_lr_multiplier_negative", "search",
+         lambda d: [*SEARCH, _param("build_supernet.attention_lr_multiplier = -1.0"), _run(d)],
+         ("build_supernet.attention_lr_multiplier=-1.0", "a number > 0")),
+    Case("telemetry_samples_negative", "search",
+         lambda d: [*SEARCH, _param("run_search.telemetry_samples = -1"), _run(d)],
+         ("run_search.telemetry_samples=-1", ">= 0")),
+    # The comparison (issue 13): refused before any search.
+    Case("compare_one_seed", "experiment",
+         lambda d: ["compare", *COMPARE, _param("run_compare.seeds = [0]"), _run(d)],
+         ("run_compare.seeds=[0]", "at least 2 distinct")),
+    Case("compare_unknown_method", "experiment",
+         lambda d: ["compare", *COMPARE, _param("run_compare.methods = ['asm', 'enas']"), _run(d)],
+         ("run_compare.methods=['asm', 'enas']", "expected some of")),
+    Case("compare_zero_epochs", "experiment",
+         lambda d: ["compare", *COMPARE, _param("run_compare.search_epochs = 0"), _run(d)],
+         ("run_compare.search_epochs=0", "expected an integer >= 1")),
+    Case("compare_results_of_another_configuration", "experiment",
+         lambda d: ["compare", *COMPARE, _param(f"run_compare.results_file = '{_foreign_results(d)}'"), _run(d)],
+         ("{d}/results.jsonl", "another configuration")),
     # Data: refused when loaded, before the model is built; the new run dir is removed again.
     Case("data_missing_idx_dir", "search", lambda d: [*SEARCH, _param(f"load_arrays.idx_dir = '{d}/nowhere'"), _run(d)],
          ("{d}/nowhere does not exist",)),

@@ -13,7 +13,8 @@ from conftest import REPO_ROOT, TINY_SEARCH, gin_params, needs_fashion_mnist
 
 from asmnas_tf.runtime import cli
 from asmnas_tf.experiments import compare, stability, timing
-from asmnas_tf.space.genotype import random_genotype, read_genotype
+from asmnas_tf.errors import UserError
+from asmnas_tf.space.genotype import random_genotype, read_genotype, to_dict
 from asmnas_tf.space.primitives import EDGES
 
 EXPERIMENT = os.path.join(REPO_ROOT, "bin", "experiment")
@@ -105,22 +106,83 @@ def test_stability_of_an_unfinished_search_is_one_line(tmp_path):
     assert not (tmp_path / "stability").exists()
 
 
-def test_compare_summary_is_mean_and_sample_std():
-    runs = [{"method": m, "seed": s, "test_accuracy": a, "search_s": 1.0, "train_s": 2.0, "params": 10}
-            for m, s, a in [("asm", 0, 0.8), ("asm", 1, 0.9), ("asm", 2, 0.85), ("random", 0, 0.7)]]
-    summary = compare.summarize(runs)
-    assert summary["asm"]["mean"] == pytest.approx(np.mean([0.8, 0.9, 0.85]))
-    assert summary["asm"]["std"] == pytest.approx(np.std([0.8, 0.9, 0.85], ddof=1))
-    assert summary["random"] == {"mean": 0.7, "std": 0.0, "seeds": 1, "search_s": 1.0, "train_s": 2.0}
+def _genotype(num_cells, ops):
+    """An argmax genotype dict whose edges carry `ops` [L][14] (op names)."""
+    from asmnas_tf.space.genotype import Cell, Edge, Genotype
+    from asmnas_tf.space.primitives import EDGES
+
+    cells = tuple(Cell(reduction=False, edges=tuple(Edge(s, t, op) for (s, t), op in zip(EDGES, row)))
+                  for row in ops)
+    return to_dict(Genotype(cells=cells, source={"method": "asm", "seed": 0, "rule": "argmax"}))
+
+
+def test_compare_statistics_equal_hand_computations_and_scipy():
+    from asmnas_tf.experiments import statistics
+
+    values = [0.80, 0.90, 0.85, 0.82, 0.88]
+    d = statistics.describe(values)
+    mean, std = np.mean(values), np.std(values, ddof=1)
+    assert d["mean"] == pytest.approx(mean) and d["std"] == pytest.approx(std)
+    # t_{0.975, 4} = 2.7764451 (tables)
+    assert d["ci_high"] - mean == pytest.approx(2.7764451 * std / np.sqrt(5), rel=1e-6)
+    method = dict(enumerate([0.81, 0.86, 0.84, 0.90, 0.83]))
+    base = dict(enumerate([0.80, 0.84, 0.85, 0.85, 0.80]))
+    p = statistics.paired(method, base)
+    diff = np.array([method[i] - base[i] for i in range(5)])
+    t = diff.mean() / (diff.std(ddof=1) / np.sqrt(5))
+    assert p["t_statistic"] == pytest.approx(t)
+    assert p["mean_difference"] == pytest.approx(diff.mean()) and (p["wins"], p["losses"]) == (4, 1)
+    # Wilcoxon, exact: ranks of |d| = .01, .02, .01, .05, .03 -> the one negative (.01) has rank 1.5.
+    assert p["wilcoxon_statistic"] == pytest.approx(1.5)
+    # Five positive differences: the exact two-sided p is 2 / 2^5.
+    assert statistics.paired(dict(enumerate([1, 2, 3, 4, 5.5])), dict(enumerate([0] * 5)))["wilcoxon_p"] == \
+        pytest.approx(2 / 32)
+    assert statistics.paired({0: 0.5}, {0: 0.4})["t_p"] is None  # one pair: no test
+
+
+def test_genotype_stability_counts_agreeing_edges():
+    from asmnas_tf.experiments import statistics
+
+    base = [["sep_conv_3x3"] * 14, ["skip_connect"] * 14]
+    other = [list(row) for row in base]
+    other[0][:7] = ["max_pool_3x3"] * 7  # cell 0: half the edges differ
+    third = [list(row) for row in base]
+    third[1][0] = "zero"
+    st = statistics.genotype_stability([_genotype(2, base), _genotype(2, other), _genotype(2, third)])
+    assert st["all_agree_per_cell"] == [0.5, pytest.approx(13 / 14, abs=1e-4)]
+    assert st["all_agree"] == pytest.approx((7 + 13) / 28)
+    pairs = [(21 / 28), (27 / 28), (20 / 28)]  # base-other, base-third, other-third
+    assert st["pairwise"] == pytest.approx(np.mean(pairs)) and st["pairs"] == 3
+
+
+def test_compare_summary_pairs_by_seed():
+    runs = [{"method": m, "seed": s, "test_accuracy": a, "search_s": 1.0, "train_s": 2.0, "params": 10,
+             "search_epochs": 1}
+            for m, s, a in [("asm", 0, 0.8), ("asm", 1, 0.9), ("asm", 2, 0.85),
+                            ("random", 0, 0.7), ("random", 1, 0.75), ("random", 2, 0.9)]]
+    out = compare.summarize(runs)
+    assert out["summary"]["asm"]["mean"] == pytest.approx(0.85)
+    assert out["summary"]["asm"]["std"] == pytest.approx(np.std([0.8, 0.9, 0.85], ddof=1))
+    assert out["summary"]["asm"]["improvement_over_random_mean"] == pytest.approx(0.85 - np.mean([0.7, 0.75, 0.9]))
+    assert out["paired"]["asm vs random"]["mean_difference"] == pytest.approx(np.mean([0.1, 0.15, -0.05]))
+
+
+def test_results_of_another_configuration_are_refused(tmp_path):
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps({"config": "abc", "method": "asm", "seed": 0}) + "\n")
+    assert compare.read_results(str(path), "abc")[0]["seed"] == 0
+    with pytest.raises(UserError, match="another configuration"):
+        compare.read_results(str(path), "def")
 
 
 @pytest.mark.slow
 @needs_fashion_mnist
 def test_compare_trains_every_seed_and_summarises(tmp_path):
     params = ["run_compare.methods = ['random']", "run_compare.seeds = [3, 4]", "run_compare.num_cells = 2",
+              "run_compare.train_epochs = 1",
               "run_compare.train_gin = ['train/fashion_mnist.gin']",
               "run_compare.train_params = ['load_arrays.train_subset = 256', 'load_arrays.test_subset = 128', "
-              "'run_train.epochs = 1', 'run_train.batch_size = 32', 'build_eval_net.channels = 4', "
+              "'run_train.batch_size = 32', 'build_eval_net.channels = 4', "
               "'build_eval_net.auxiliary = False', 'run_train.verbose = 0', \"make_strategy.kind = 'default'\"]"]
     result = _run(EXPERIMENT, "compare", *[f"--gin_param={p}" for p in params], f"--model_dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -132,4 +194,18 @@ def test_compare_trains_every_seed_and_summarises(tmp_path):
     summary = json.loads((tmp_path / "compare.json").read_text())["summary"]["random"]
     assert summary["mean"] == pytest.approx(np.mean(accuracies), abs=1e-12)
     assert summary["std"] == pytest.approx(np.std(accuracies, ddof=1), abs=1e-12)
-    assert f"| random | {summary['mean']:.4f} ± {summary['std']:.4f} | 2 |" in (tmp_path / "compare.md").read_text()
+    assert f"| random | 2 | {summary['mean']:.4f} ± {summary['std']:.4f} |" in (tmp_path / "compare.md").read_text()
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    assert [json.loads(line)["seed"] for line in lines] == [3, 4]
+
+    # Stopped after seed 3: a new run directory continuing from that results
+    # file runs seed 4 only.
+    partial = tmp_path / "partial.jsonl"
+    partial.write_text(lines[0] + "\n")
+    again = tmp_path / "again"
+    result = _run(EXPERIMENT, "compare", *[f"--gin_param={p}" for p in params],
+                  f"--gin_param=run_compare.results_file = '{partial}'", f"--model_dir={again}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (again / "random-seed3").exists() and (again / "random-seed4" / "train" / "results.json").exists()
+    assert [json.loads(line)["seed"] for line in partial.read_text().splitlines()] == [3, 4]
+    assert (again / "compare.png").stat().st_size > 5_000

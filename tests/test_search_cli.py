@@ -1,5 +1,6 @@
 """bin/search end to end on real Fashion-MNIST, and its one-line errors."""
 
+import csv
 import json
 import os
 import subprocess
@@ -43,7 +44,9 @@ def test_search_writes_a_valid_genotype_and_is_reproducible(tmp_path):
     assert attention["num_samples"] == 256  # the selection half of 512 images
     assert len(attention["cells"]) == 2 and len(attention["cells"][0]["coefficients"]) == 14
     history = (first / "history.csv").read_text().splitlines()
-    assert history[0].startswith("epoch,accuracy,grad_norm_sq,learning_rate,loss")
+    assert history[0].split(",") == ["epoch", "accuracy", "argmax_changes", "attention_grad_norm",
+                                     "coefficient_entropy", "embedding_std", "grad_norm_sq", "learning_rate",
+                                     "loss", "ops_grad_norm", "parameter_free_share", "subset_accuracy"]
     assert len(history) == 2  # header + 1 epoch
     assert "build_supernet.num_cells = 2" in (first / "operative_config.gin").read_text()
     assert os.listdir(first / "tensorboard")
@@ -123,5 +126,7 @@ def test_interrupted_search_resumes_from_its_last_epoch(tmp_path):
     assert result.timing["steps_timed"] == 7
     rows = (tmp_path / "history.csv").read_text().splitlines()[1:]
     assert [row.split(",")[0] for row in rows] == ["0", "1"]
-    assert float(rows[1].split(",")[3]) == 0.0  # learning rate annealed to 0 at the end of epoch 1
+    with open(tmp_path / "history.csv", newline="") as f:
+        last = list(csv.DictReader(f))[-1]
+    assert float(last["learning_rate"]) == 0.0  # annealed to 0 at the end of epoch 1
     assert len(read_genotype(tmp_path / "genotype.json", num_cells=2).cells) == 2

@@ -1,4 +1,4 @@
-"""ASM-NAS against DARTS and random cells, same data, same budget (paper Tables 1-3).
+"""ASM-NAS against DARTS, RSPS and random cells, same data, same budget (paper Tables 1-3; issue 13).
 
 For every seed and method, one search and one training, each the project's
 own command in a fresh process (so each gets its own gin config and graph),
@@ -6,18 +6,32 @@ in `<model_dir>/<method>-seed<seed>/{search,train}`:
 
 - `asm`: bin/search with `search_gin` + `search_params`;
 - `darts1` / `darts2`: the same, plus `darts_gin` and the method;
+- `rsps`: the same with `run_search.method = 'rsps'` (random search with
+  weight sharing, Li & Talwalkar 2019: one sampled path per step, then the
+  best sampled architecture on the shared weights);
 - `random`: the "Random Sample" row: a random genotype of `num_cells` cells
   from the seed (`genotype.random_genotype`), no search.
 
-Then bin/train trains each genotype with `train_gin` + `train_params` (the
-same budget for all), and the test accuracies are summarised per method as
-mean ± sample standard deviation (ddof = 1) over the seeds. Every sub-run is
-a run directory of its own, so an interrupted comparison resumes where it
-stopped; finished sub-runs are not run again.
+Every searching method gets the same `search_epochs`; every genotype the
+same training (`train_gin` + `train_params`, `train_epochs`). `method_params`
+adds bindings to one method's search (e.g. the attention options).
+
+Every finished (method, seed) is appended, as it completes, to the results
+file (`results.jsonl` in `model_dir`, or `results_file`): a rerun reads it
+and skips what is there, so a comparison survives being stopped and can be
+continued on another day or machine by pointing `results_file` at it. Each
+line carries the configuration's fingerprint; a file of another
+configuration is refused before any work. Methods and seeds are not in the
+fingerprint: more of either can be added later.
+
+The summary (`statistics.py`): mean ± std and 95% interval per method,
+paired differences against each baseline (random, rsps) with a paired
+t-test and a Wilcoxon signed-rank test, the improvement over the random
+mean, and the cross-seed stability of each method's genotypes; a plot of
+the accuracy per seed with the means and intervals.
 """
 
-import csv
-import io
+import hashlib
 import json
 import os
 import subprocess
@@ -25,17 +39,19 @@ import sys
 import time
 
 import gin
-import numpy as np
 
-from asmnas_tf.runtime import run_dir as rd
-from asmnas_tf.space.genotype import random_genotype, write_genotype
 from asmnas_tf.errors import UserError
+from asmnas_tf.experiments import statistics
+from asmnas_tf.runtime import run_dir as rd
+from asmnas_tf.runtime.run_skeleton import check_counts
+from asmnas_tf.space.genotype import random_genotype, read_genotype, to_dict, write_genotype
 
-METHODS = ("asm", "darts1", "darts2", "random")
-RUNS_FILE = "compare.csv"
+METHODS = ("asm", "darts1", "darts2", "rsps", "random")
+BASELINES = ("random", "rsps")
+RESULTS_FILE = "results.jsonl"
 TABLE_FILE = "compare.md"
 JSON_FILE = "compare.json"
-RUN_COLUMNS = ("method", "seed", "test_accuracy", "search_s", "train_s", "params")
+PLOT_FILE = "compare.png"
 
 
 class SubRunError(UserError):
@@ -57,86 +73,187 @@ def _run(command, what):
     return time.perf_counter() - started
 
 
-def _search(method, seed, search_dir, num_cells, search_gin, search_params, darts_gin):
+def _read_json(path):
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _search(method, seed, search_dir, config):
+    """Runs (or finds) the search; returns its own wall time (timing.json), 0 for random."""
     genotype_path = os.path.join(search_dir, rd.GENOTYPE_FILE)
     if method == "random":
         if not os.path.exists(genotype_path):
             os.makedirs(search_dir, exist_ok=True)
-            write_genotype(genotype_path, random_genotype(num_cells, seed))
+            write_genotype(genotype_path, random_genotype(config["num_cells"], seed))
         return 0.0
-    gin_files = list(search_gin) + (list(darts_gin) if method != "asm" else [])
-    params = [*search_params, f"build_supernet.num_cells = {num_cells}", f"run_search.seed = {seed}",
-              f"run_search.method = '{method}'"]
-    return _run(_command("search", gin_files, params, search_dir), f"search: {method}, seed {seed}")
+    gin_files = list(config["search_gin"]) + (list(config["darts_gin"]) if method in ("darts1", "darts2") else [])
+    params = [*config["search_params"], *config["method_params"].get(method, []),
+              f"build_supernet.num_cells = {config['num_cells']}", f"run_search.seed = {seed}",
+              f"run_search.method = '{method}'", f"run_search.epochs = {config['search_epochs']}"]
+    seconds = _run(_command("search", gin_files, params, search_dir), f"search: {method}, seed {seed}")
+    timing = _read_json(os.path.join(search_dir, rd.TIMING_FILE)) or {}
+    return float(timing.get("wall_s", seconds))
 
 
-def _train(method, seed, genotype_path, train_dir, train_gin, train_params):
-    params = [*train_params, f"run_train.genotype = '{genotype_path}'", "run_train.num_cells = None",
-              f"run_train.seed = {seed}"]
-    seconds = _run(_command("train", train_gin, params, train_dir), f"train: {method}, seed {seed}")
-    with open(os.path.join(train_dir, "results.json"), encoding="utf-8") as f:
-        return seconds, json.load(f)
+def _train(method, seed, genotype_path, train_dir, config):
+    params = [*config["train_params"], f"run_train.genotype = '{genotype_path}'", "run_train.num_cells = None",
+              f"run_train.seed = {seed}", f"run_train.epochs = {config['train_epochs']}"]
+    seconds = _run(_command("train", config["train_gin"], params, train_dir), f"train: {method}, seed {seed}")
+    return seconds, _read_json(os.path.join(train_dir, "results.json"))
 
 
-@gin.configurable(denylist=["model_dir"])
-def run_compare(model_dir, methods=("asm", "darts1", "random"), seeds=(0, 1, 2), num_cells=4,
-                search_gin=("search/demo.gin",), search_params=(), darts_gin=("search/darts.gin",),
-                train_gin=("train/demo.gin",), train_params=()):
-    """Search and train every (method, seed); returns {"runs", "summary", "paths"}."""
+def _search_figures(search_dir):
+    """The search's own diagnostics worth keeping per result (issue 13), or {}."""
+    report = _read_json(os.path.join(search_dir, "diagnostics.json")) or {}
+    keep = ("initial_final_agreement", "mean_abs_drift", "confident_choices", "choices", "median_margin",
+            "parameter_free_share")
+    figures = {k: report[k] for k in keep if k in report}
+    timing = _read_json(os.path.join(search_dir, rd.TIMING_FILE)) or {}
+    if "selection_accuracy" in timing:
+        figures["selection_accuracy"] = timing["selection_accuracy"]
+    return figures
+
+
+def fingerprint(config):
+    """A short hash of what makes results comparable (all but methods and seeds)."""
+    text = json.dumps(config, sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def read_results(path, expected):
+    """The result lines of `path` ([] if none); refuses lines of another configuration."""
+    if not os.path.exists(path):
+        return []
+    lines = []
+    with open(path, encoding="utf-8") as f:
+        for number, text in enumerate(f, 1):
+            if not text.strip():
+                continue
+            try:
+                line = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise UserError(f"run_compare.results_file={path!r}: line {number} is not JSON ({err.msg})") from None
+            if line.get("config") != expected:
+                raise UserError(
+                    f"run_compare.results_file={path!r}: line {number} is from another configuration "
+                    f"(fingerprint {line.get('config')!r}, this one {expected!r}); use a new results file")
+            lines.append(line)
+    return lines
+
+
+def _check(methods, seeds, search_epochs, train_epochs, method_params):
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise UserError(f"run_compare.methods={list(methods)!r}: expected some of {', '.join(METHODS)}")
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise UserError(f"run_compare.seeds={list(seeds)!r}: expected distinct seeds")
+    if len(seeds) < 2 or len(set(seeds)) != len(seeds) or not all(isinstance(s, int) for s in seeds):
+        raise UserError(f"run_compare.seeds={list(seeds)!r}: expected at least 2 distinct integer seeds "
+                        f"(a mean ± std needs more than one)")
+    check_counts("run_compare", search_epochs=(search_epochs, 1), train_epochs=(train_epochs, 1))
+    strange = [m for m in method_params if m not in METHODS]
+    if strange:
+        raise UserError(f"run_compare.method_params: unknown method {strange[0]!r}; expected some of "
+                        f"{', '.join(METHODS)}")
+
+
+@gin.configurable(denylist=["model_dir"])
+def run_compare(model_dir, methods=("asm", "darts1", "rsps", "random"), seeds=(0, 1, 2, 3, 4), num_cells=4,
+                search_epochs=2, train_epochs=2, search_gin=("search/demo.gin",), search_params=(),
+                darts_gin=("search/darts.gin",), method_params=None, train_gin=("train/demo.gin",),
+                train_params=(), results_file=None):
+    """Search and train every (method, seed); returns {"runs", "summary", "paths"}."""
+    method_params = {k: list(v) for k, v in dict(method_params or {}).items()}
+    _check(methods, seeds, search_epochs, train_epochs, method_params)
+    config = {"num_cells": num_cells, "search_epochs": search_epochs, "train_epochs": train_epochs,
+              "search_gin": list(search_gin), "search_params": list(search_params), "darts_gin": list(darts_gin),
+              "method_params": method_params, "train_gin": list(train_gin), "train_params": list(train_params)}
+    key = fingerprint(config)
+    results_path = results_file or os.path.join(model_dir, RESULTS_FILE)
+    done = read_results(results_path, key)
     started = time.perf_counter()
-    runs = []
     for seed in seeds:
         for method in methods:
+            if any(r["method"] == method and r["seed"] == seed for r in done):
+                continue
             run = os.path.join(model_dir, f"{method}-seed{seed}")
             search_dir, train_dir = os.path.join(run, "search"), os.path.join(run, "train")
-            search_s = _search(method, seed, search_dir, num_cells, search_gin, search_params, darts_gin)
-            train_s, results = _train(method, seed, os.path.abspath(os.path.join(search_dir, rd.GENOTYPE_FILE)),
-                                      train_dir, train_gin, train_params)
-            runs.append({"method": method, "seed": seed, "test_accuracy": results["test_accuracy"],
-                         "search_s": search_s, "train_s": train_s, "params": results["params"]})
-    result = {"runs": runs, "summary": summarize(runs), "wall_s": time.perf_counter() - started}
-    paths = [os.path.join(model_dir, name) for name in (RUNS_FILE, TABLE_FILE, JSON_FILE)]
-    rd.write_text_atomic(paths[0], csv_text(runs))
-    rd.write_text_atomic(paths[1], markdown_table(result))
-    rd.write_text_atomic(paths[2], json.dumps(result, indent=1) + "\n")
+            search_s = _search(method, seed, search_dir, config)
+            genotype_path = os.path.abspath(os.path.join(search_dir, rd.GENOTYPE_FILE))
+            train_s, results = _train(method, seed, genotype_path, train_dir, config)
+            line = {"config": key, "method": method, "seed": seed, "test_accuracy": results["test_accuracy"],
+                    "search_s": search_s, "search_epochs": 0 if method == "random" else search_epochs,
+                    "train_s": train_s, "params": results["params"],
+                    "genotype": to_dict(read_genotype(genotype_path)), **_search_figures(search_dir)}
+            done.append(line)
+            # The whole file again, atomically: a kill never leaves half a line.
+            rd.write_text_atomic(results_path, "".join(json.dumps(r) + "\n" for r in done))
+    runs = [r for r in done if r["method"] in methods and r["seed"] in seeds]
+    result = {"config": config, "fingerprint": key, "runs": runs, **summarize(runs),
+              "wall_s": time.perf_counter() - started}
+    paths = [os.path.join(model_dir, name) for name in (TABLE_FILE, JSON_FILE, PLOT_FILE)]
+    rd.write_text_atomic(paths[0], markdown_table(result))
+    rd.write_text_atomic(paths[1], json.dumps(result, indent=1) + "\n")
+    from asmnas_tf.plots import plot_comparison  # matplotlib only here
+
+    plot_comparison(result, paths[2])
     print("\n" + markdown_table(result))
-    return {**result, "paths": paths}
+    return {**result, "paths": [results_path, *paths]}
 
 
 def summarize(runs):
-    """Per method: mean and sample std (ddof = 1; 0 for one seed) of the test accuracy."""
+    """{"summary": per method, "paired": per (method, baseline), "stability": per searching method}."""
+    methods = list(dict.fromkeys(run["method"] for run in runs))
+    by_method = {m: {r["seed"]: r for r in runs if r["method"] == m} for m in methods}
     summary = {}
-    for method in dict.fromkeys(run["method"] for run in runs):
-        accuracies = np.array([r["test_accuracy"] for r in runs if r["method"] == method], dtype=np.float64)
-        summary[method] = {
-            "mean": float(accuracies.mean()),
-            "std": float(accuracies.std(ddof=1)) if len(accuracies) > 1 else 0.0,
-            "seeds": len(accuracies),
-            "search_s": float(np.mean([r["search_s"] for r in runs if r["method"] == method])),
-            "train_s": float(np.mean([r["train_s"] for r in runs if r["method"] == method])),
-        }
-    return summary
+    for m in methods:
+        rows = list(by_method[m].values())
+        summary[m] = {**statistics.describe([r["test_accuracy"] for r in rows]),
+                      "search_s": sum(r["search_s"] for r in rows) / len(rows),
+                      "train_s": sum(r["train_s"] for r in rows) / len(rows),
+                      "search_epochs": rows[0].get("search_epochs")}
+    paired = {}
+    for baseline in BASELINES:
+        if baseline not in by_method:
+            continue
+        base = {s: r["test_accuracy"] for s, r in by_method[baseline].items()}
+        for m in methods:
+            if m != baseline:
+                paired[f"{m} vs {baseline}"] = statistics.paired(
+                    {s: r["test_accuracy"] for s, r in by_method[m].items()}, base)
+    if "random" in summary:
+        for m in methods:
+            summary[m]["improvement_over_random_mean"] = summary[m]["mean"] - summary["random"]["mean"]
+    stability = {m: statistics.genotype_stability([r["genotype"] for r in by_method[m].values()])
+                 for m in methods if len(by_method[m]) > 1 and "genotype" in next(iter(by_method[m].values()))}
+    return {"summary": summary, "paired": paired, "stability": stability}
 
 
-def csv_text(runs):
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=RUN_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(runs)
-    return out.getvalue()
+def _f(value, digits=4):
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def markdown_table(result):
-    lines = ["| method | test accuracy (mean ± std) | seeds | per seed | search (s) | train (s) |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| method | seeds | test accuracy (mean ± std) | 95% interval | over random mean | per seed | "
+             "search epochs | search (s) | train (s) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for method, s in result["summary"].items():
-        per_seed = ", ".join(f"{r['test_accuracy']:.4f}" for r in result["runs"] if r["method"] == method)
-        lines.append(f"| {method} | {s['mean']:.4f} ± {s['std']:.4f} | {s['seeds']} | {per_seed} | "
-                     f"{s['search_s']:.0f} | {s['train_s']:.0f} |")
-    lines.append(f"\nWall time of the comparison: {result['wall_s']:.0f} s (sub-runs already finished count ~0).")
+        per_seed = ", ".join(f"{r['test_accuracy']:.4f}" for r in sorted(result["runs"], key=lambda r: r["seed"])
+                             if r["method"] == method)
+        lines.append(f"| {method} | {s['n']} | {s['mean']:.4f} ± {_f(s['std'])} | "
+                     f"[{_f(s['ci_low'])}, {_f(s['ci_high'])}] | {_f(s.get('improvement_over_random_mean'))} | "
+                     f"{per_seed} | {s['search_epochs']} | {s['search_s']:.0f} | {s['train_s']:.0f} |")
+    if result["paired"]:
+        lines += ["", "| paired by seed | pairs | mean difference | wins / losses | t-test p | Wilcoxon p |",
+                  "|---|---|---|---|---|---|"]
+        for name, p in result["paired"].items():
+            lines.append(f"| {name} | {p['n']} | {_f(p['mean_difference'])} | {p['wins']} / {p['losses']} | "
+                         f"{_f(p['t_p'], 3)} | {_f(p['wilcoxon_p'], 3)} |")
+    if result["stability"]:
+        lines += ["", "| genotypes across seeds | runs | same op in every run | pairwise agreement (chance 0.125) "
+                  "| same op in every run, per cell |", "|---|---|---|---|---|"]
+        for method, st in result["stability"].items():
+            per_cell = ", ".join(f"{v:.2f}" for v in st["all_agree_per_cell"])
+            lines.append(f"| {method} | {st['runs']} | {st['all_agree']:.3f} | {_f(st['pairwise'], 3)} | {per_cell} |")
+    lines.append(f"\nWall time of this call: {result['wall_s']:.0f} s (results already in the file count 0).")
     return "\n".join(lines) + "\n"

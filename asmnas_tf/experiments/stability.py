@@ -98,7 +98,7 @@ def run_stability(search_dir, cells=None, batch_size=256):
     strategy = make_strategy()
     lean_grappler_on_cpu()  # as bin/search: the start-up of each traced step
     arrays = load_arrays()
-    _, select, _, _ = search_datasets(arrays, batch_size, batch_size, seed)
+    _, select, _, _, _ = search_datasets(arrays, batch_size, batch_size, seed)
     images, labels = _selection_arrays(select)
     with strategy.scope():
         model = build_supernet(arrays.image_shape, arrays.num_classes,

@@ -34,7 +34,21 @@ from asmnas_tf.errors import UserError
 
 _register = keras.saving.register_keras_serializable(package="asmnas_tf")
 
-MIXINGS = ("attention", "uniform", "alpha")
+MIXINGS = ("attention", "uniform", "alpha", "path")
+# Where eq. 4.3's mean is taken (issue 13). "post_bn" is the paper: the op's
+# output. Every op but skip and zero ends in BatchNorm(affine=False), whose
+# output has zero mean per channel over the batch, so the per-sample mean is
+# ~0 for every op and T1..T4 see an almost constant E. "pre_bn": the same
+# mean of the op's output before its last BatchNorm (the pools' and the
+# convolutions' raw outputs; skip is x at stride 1 and FactorizedReduce
+# before its BN at stride 2), which BatchNorm does not cancel.
+EMBEDDINGS = ("post_bn", "pre_bn")
+# How T1..T4 start. "torch": PyTorch's default Linear init (the paper says
+# nothing more). "zero_output": T4's kernel and bias at 0, so z = sigmoid(0)
+# for every op and the coefficients start exactly uniform: the initial
+# argmax is a tie and only training can break it (as DARTS's alphas start at
+# 1e-3 N(0, 1)).
+ATTENTION_INITS = ("torch", "zero_output")
 
 # BatchNorm slots of one edge, all over C channels (BN is affine=False in the
 # supernet, SPEC §2, so only moving statistics are stored).
@@ -114,7 +128,8 @@ def _permutation(order, to_primitives, dtype):
     return tf.constant(matrix if to_primitives else matrix.T)
 
 
-EdgeSpec = collections.namedtuple("EdgeSpec", "channels stride hidden_units mixing training")
+EdgeSpec = collections.namedtuple("EdgeSpec", "channels stride hidden_units mixing training embedding",
+                                  defaults=("post_bn",))
 EdgeSpec.__doc__ = "What shapes an edge's graph: equal specs (and input shapes) share one traced function."
 
 
@@ -129,15 +144,14 @@ def _unpack(flat, pieces):
     return {name: ops.reshape(part, shape) for (name, shape, _), part in zip(pieces, parts)}
 
 
-def _edge_forward(spec, x, kernel, moving_mean, moving_variance, alpha, replacement):
-    """One edge, eq. 4.2 (+ 4.3-4.5 or 3.1): (mixed, coefficients[, stats]).
+def _op_outputs(spec, x, w, moving_mean, moving_variance):
+    """The edge's op outputs as channel blocks: (groups, pre_bn_groups, order, stats).
 
-    A function of the edge's static `spec` and tensors only, so that the
-    edges of one shape can share one traced graph function (`_edge_graph`).
-    In training it also returns the new moving mean and variance (the layer
-    assigns them: the function is shared, the variables are per edge).
+    `groups`: [final1, final2(, x)], whose C-channel blocks are the outputs
+    of the ops `_OUTPUT_ORDER[stride]`; `pre_bn_groups`: the same blocks
+    before their last BatchNorm; `stats`: the BN stages' batch statistics
+    (training only).
     """
-    w = _unpack(kernel, _pieces(spec))
     s = spec.stride
     c = spec.channels
     training = spec.training
@@ -166,23 +180,46 @@ def _edge_forward(spec, x, kernel, moving_mean, moving_variance, alpha, replacem
     if s == 2:
         first += op_math.factorized_reduce_halves(relu_x, w["skip_even"], w["skip_odd"])
     stats = []
-    normed = batch_norm(tf.concat(first, axis=-1), _stage1(s))
-    sep_a, final1 = tf.split(normed, [2 * c, normed.shape[-1] - 2 * c], axis=-1)
+    raw1 = tf.concat(first, axis=-1)
+    normed = batch_norm(raw1, _stage1(s))
+    split1 = [2 * c, normed.shape[-1] - 2 * c]
+    sep_a, final1 = tf.split(normed, split1, axis=-1)
     # Stage 2: the second halves of both separable convolutions.
     halves = tf.split(ops.relu(sep_a), 2, axis=-1)
-    second = [conv(half, f"sep{k}_dw2", f"sep{k}_pw2", 1, 1) for k, half in zip((3, 5), halves)]
-    final2 = batch_norm(tf.concat(second, axis=-1), _STAGE2)
+    raw2 = tf.concat([conv(half, f"sep{k}_dw2", f"sep{k}_pw2", 1, 1) for k, half in zip((3, 5), halves)], axis=-1)
+    final2 = batch_norm(raw2, _STAGE2)
     # The op outputs as channel blocks of final1 (max, avg, dil3, dil5
     # [, skip]), final2 (sep3, sep5) and, at stride 1, x (skip).
-    groups = [final1, final2] + ([x] if s == 1 else [])
-    order = _OUTPUT_ORDER[s]
+    tail = [x] if s == 1 else []
+    groups = [final1, final2] + tail
+    pre_bn_groups = [tf.split(raw1, split1, axis=-1)[1], raw2] + tail
+    return groups, pre_bn_groups, _OUTPUT_ORDER[s], stats
+
+
+def _embedding(spec, groups, pre_bn_groups, order):
+    """Eq. 4.3: E [B, |O|] in PRIMITIVES order (zero's e_k is 0), from `spec.embedding`."""
+    source = groups if spec.embedding == "post_bn" else pre_bn_groups
+    means = tf.concat([tf.reduce_mean(_blocks(y, spec.channels), axis=[1, 2, 4]) for y in source], axis=1)
+    return tf.matmul(means, _permutation(order, True, means.dtype))
+
+
+def _edge_forward(spec, x, kernel, moving_mean, moving_variance, alpha, replacement):
+    """One edge, eq. 4.2 (+ 4.3-4.5 or 3.1): (mixed, coefficients[, stats]).
+
+    A function of the edge's static `spec` and tensors only, so that the
+    edges of one shape can share one traced graph function (`_edge_graph`).
+    In training it also returns the new moving mean and variance (the layer
+    assigns them: the function is shared, the variables are per edge).
+    """
+    w = _unpack(kernel, _pieces(spec))
+    c = spec.channels
+    groups, pre_bn_groups, order, stats = _op_outputs(spec, x, w, moving_mean, moving_variance)
 
     if spec.mixing == "attention":
-        # eq. 4.3 per block, then in PRIMITIVES order (zero's e_k is 0).
-        means = [tf.reduce_mean(_blocks(y, c), axis=[1, 2, 4]) for y in groups]
-        means = tf.concat(means, axis=1)
-        embedding = tf.matmul(means, _permutation(order, True, means.dtype))
-        coeffs = attention.coefficients(embedding, w)
+        coeffs = attention.coefficients(_embedding(spec, groups, pre_bn_groups, order), w)
+    elif spec.mixing == "path":
+        # RSPS (`path_sampler.py`): the row is the one-hot coefficients themselves.
+        coeffs = ops.broadcast_to(tf.cast(alpha, "float32")[None, :], (tf.shape(x)[0], len(PRIMITIVES)))
     elif spec.mixing == "alpha":
         # eq. 3.1: the same softmax(alpha) for every sample, so selection
         # reads it per sample. In alpha's dtype: float32 variables even
@@ -202,9 +239,9 @@ def _edge_forward(spec, x, kernel, moving_mean, moving_variance, alpha, replacem
     for y, a_y in zip(groups, a):
         term = tf.reduce_sum(_blocks(y, c) * a_y, axis=3)
         mixed = term if mixed is None else mixed + term
-    if not training:
+    if not spec.training:
         return mixed, coeffs
-    return (mixed, coeffs, *_new_moving_stats(stats, s, moving_mean, moving_variance, final2))
+    return (mixed, coeffs, *_new_moving_stats(stats, spec.stride, moving_mean, moving_variance, groups[1]))
 
 
 def _new_moving_stats(stats, stride, moving_mean, moving_variance, y):
@@ -272,10 +309,12 @@ class MixedEdge(keras.layers.Layer):
     of the timing benchmark); `mixing="alpha"`: a = softmax(alpha), DARTS's
     eq. 3.1, from this edge's row of architecture parameters `alpha` [|O|]
     passed to `call` (they live in `alphas.ArchitectureParameters`, shared
-    between cells or not). Returns `(mixed, coefficients [B, |O|])`.
+    between cells or not); `mixing="path"`: a is the one-hot row passed to
+    `call` (RSPS, `path_sampler.py`). Returns `(mixed, coefficients [B, |O|])`.
     """
 
-    def __init__(self, channels, stride=1, hidden_units=16, mixing="attention", **kwargs):
+    def __init__(self, channels, stride=1, hidden_units=16, mixing="attention", embedding="post_bn",
+                 attention_init="torch", attention_lr_multiplier=1.0, **kwargs):
         super().__init__(**kwargs)
         if stride not in (1, 2):
             raise UserError(f"Expected stride 1 or 2. Received: stride={stride}")
@@ -283,10 +322,14 @@ class MixedEdge(keras.layers.Layer):
             raise UserError(f"Expected mixing in {MIXINGS}. Received: mixing={mixing!r}")
         if channels < 2 or channels % 2:
             raise UserError(f"Expected an even channels >= 2. Received: channels={channels}")
+        check_attention_options(embedding, attention_init, attention_lr_multiplier)
         self.channels = channels
         self.stride = stride
         self.hidden_units = hidden_units
         self.mixing = mixing
+        self.embedding = embedding
+        self.attention_init = attention_init
+        self.attention_lr_multiplier = float(attention_lr_multiplier)
         self.pieces = _pieces(EdgeSpec(channels, stride, hidden_units, mixing, False))
         self.bn_slots = _bn_slots(stride)
         # The stability experiment (paper §5.3.1, Fig. 3) replaces one mixed
@@ -320,19 +363,43 @@ class MixedEdge(keras.layers.Layer):
             np.full(math.prod(piece_shape), 1.0 / math.sqrt(fan_in)) for _, piece_shape, fan_in in self.pieces
         ])
         unit = keras.initializers.RandomUniform(-1.0, 1.0)(shape, dtype=dtype)
+        if self.attention_init == "zero_output":
+            zero = np.concatenate([np.full(math.prod(shape), name in ("t4_kernel", "t4_bias"))
+                                   for name, shape, _ in self.pieces])
+            bounds = np.where(zero, 0.0, bounds)
         return unit * ops.convert_to_tensor(bounds, dtype=unit.dtype)
+
+    def attention_start(self):
+        """Where T1..T4 begin in the flat kernel (they are its last pieces); None without attention."""
+        if self.mixing != "attention":
+            return None
+        return sum(math.prod(shape) for _, shape, _ in _conv_piece_shapes(self.channels, self.stride))
+
+    def scale_gradient(self, gradient):
+        """This edge's kernel gradient with T1..T4's part times `attention_lr_multiplier`.
+
+        The multiplier m gives T1..T4 m times the learning rate of the ops;
+        the train step applies it after the global-norm clip, so the clip
+        still sees the loss's own gradient (coupled weight decay is added by
+        the optimizer afterwards, unscaled).
+        """
+        start = self.attention_start()
+        if start is None or self.attention_lr_multiplier == 1.0:
+            return gradient
+        ops_part, attention_part = tf.split(gradient, [start, gradient.shape[0] - start])
+        return tf.concat([ops_part, attention_part * self.attention_lr_multiplier], axis=0)
 
     def unpack(self, flat):
         """The flat weight vector split into its pieces, by name, in their shapes."""
         return _unpack(flat, self.pieces)
 
     def call(self, x, alpha=None, training=None):
-        if (alpha is None) != (self.mixing != "alpha"):
+        if (alpha is None) != (self.mixing not in ("alpha", "path")):
             raise UserError(
-                f"Expected an alpha row exactly when mixing='alpha'. "
+                f"Expected an alpha row (or a path row) exactly when mixing is 'alpha' (or 'path'). "
                 f"Received: mixing={self.mixing!r}, alpha={'None' if alpha is None else 'a tensor'}"
             )
-        spec = EdgeSpec(self.channels, self.stride, self.hidden_units, self.mixing, bool(training))
+        spec = self._spec(training)
         replacement = None if self.replacement is None else tf.convert_to_tensor(self.replacement)
         result = _edge_graph(
             spec, tf.convert_to_tensor(x), ops.cast(self.kernel, self.compute_dtype),
@@ -344,13 +411,31 @@ class MixedEdge(keras.layers.Layer):
             self.moving_variance.assign(result[3])
         return mixed, coeffs
 
+    def _spec(self, training):
+        return EdgeSpec(self.channels, self.stride, self.hidden_units, self.mixing, bool(training), self.embedding)
+
+    def embeddings(self, x, training=False):
+        """E [B, |O|] of eq. 4.3 for the edge input `x`, as the module sees it (diagnostics).
+
+        Both sources, whichever the edge uses: {"post_bn": E, "pre_bn": E}.
+        In training mode the BatchNorms use the batch's statistics and the
+        moving ones are not touched.
+        """
+        spec = self._spec(training)
+        w = _unpack(ops.cast(self.kernel, self.compute_dtype), self.pieces)
+        groups, pre_bn_groups, order, _ = _op_outputs(
+            spec, tf.convert_to_tensor(x), w, tf.convert_to_tensor(self.moving_mean),
+            tf.convert_to_tensor(self.moving_variance))
+        return {source: _embedding(spec._replace(embedding=source), groups, pre_bn_groups, order)
+                for source in EMBEDDINGS}
+
     def compute_output_spec(self, x, alpha=None, training=None):
         out_shape = list(x.shape)
         if self.stride == 2:
             out_shape[1:3] = [None if d is None else -(-d // 2) for d in out_shape[1:3]]
         return (
             keras.KerasTensor(out_shape, dtype=self.compute_dtype),
-            keras.KerasTensor((x.shape[0], len(PRIMITIVES)), dtype="float32" if alpha is None else alpha.dtype),
+            keras.KerasTensor((x.shape[0], len(PRIMITIVES)), dtype="float32" if alpha is None or self.mixing == "path" else alpha.dtype),
         )
 
     def get_config(self):
@@ -360,4 +445,19 @@ class MixedEdge(keras.layers.Layer):
             "stride": self.stride,
             "hidden_units": self.hidden_units,
             "mixing": self.mixing,
+            "embedding": self.embedding,
+            "attention_init": self.attention_init,
+            "attention_lr_multiplier": self.attention_lr_multiplier,
         }
+
+
+def check_attention_options(embedding, attention_init, attention_lr_multiplier,
+                            names=("embedding", "attention_init", "attention_lr_multiplier")):
+    """The attention options' values, checked: one line naming the bad one (as `names` call them)."""
+    if embedding not in EMBEDDINGS:
+        raise UserError(f"{names[0]}={embedding!r} is not one of {', '.join(EMBEDDINGS)}")
+    if attention_init not in ATTENTION_INITS:
+        raise UserError(f"{names[1]}={attention_init!r} is not one of {', '.join(ATTENTION_INITS)}")
+    if isinstance(attention_lr_multiplier, bool) or not isinstance(attention_lr_multiplier, (int, float)) \
+            or not math.isfinite(attention_lr_multiplier) or attention_lr_multiplier <= 0:
+        raise UserError(f"{names[2]}={attention_lr_multiplier!r} is not a number > 0")

@@ -1,7 +1,9 @@
 """Keras callbacks of a run: learning rate in the logs, step timing, NaN guard."""
 
+import csv
 import json
 import math
+import os
 import time
 
 import keras
@@ -20,6 +22,30 @@ class LearningRateLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate))
+
+
+class HistoryCSV(keras.callbacks.CSVLogger):
+    """Keras's CSVLogger (append mode) without its always-empty `val_*` columns.
+
+    CSVLogger adds `val_<key>` for every key when the first epoch has no
+    validation metrics, and writes NA in them for ever; a run here has none.
+    A resumed run keeps the columns of the header already in the file.
+    """
+
+    def __init__(self, filename):
+        super().__init__(filename, append=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.keys is None:
+            self.keys = self._header() or sorted((logs or {}).keys())
+        super().on_epoch_end(epoch, logs)
+
+    def _header(self):
+        if not os.path.isfile(self.filename):
+            return None
+        with open(self.filename, newline="", encoding="utf-8") as f:
+            header = next(csv.reader(f), None)
+        return header[1:] if header else None
 
 
 class StepTimer(keras.callbacks.Callback):

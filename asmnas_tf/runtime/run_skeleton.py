@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from asmnas_tf.errors import UserError
 from asmnas_tf.runtime import run_dir as rd
-from asmnas_tf.runtime.callbacks import LearningRateLogger, StopOnNonFiniteLoss
+from asmnas_tf.runtime.callbacks import HistoryCSV, LearningRateLogger, StopOnNonFiniteLoss
 from asmnas_tf.runtime.distribute import make_strategy
 from asmnas_tf.runtime.graph_options import lean_grappler_on_cpu
 from asmnas_tf.runtime.train_loop import is_chief
@@ -45,7 +45,7 @@ def run_callbacks(model_dir, timer, write_files, schedules=()):
     guard = StopOnNonFiniteLoss(os.path.join(model_dir, rd.CHECKPOINT_DIR))
     writers = [
         LearningRateLogger(),  # before the two below, so that both record it
-        keras.callbacks.CSVLogger(os.path.join(model_dir, rd.HISTORY_FILE), append=True),
+        HistoryCSV(os.path.join(model_dir, rd.HISTORY_FILE)),
         keras.callbacks.TensorBoard(os.path.join(model_dir, rd.TENSORBOARD_DIR), write_graph=False),
     ] if write_files else []
     return [guard, *schedules, *writers, timer]

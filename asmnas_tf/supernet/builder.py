@@ -19,12 +19,15 @@ from keras import ops
 
 from asmnas_tf.layers import op_math
 from asmnas_tf.layers.alphas import ArchitectureParameters
+from asmnas_tf.layers.path_sampler import PathSampler
 from asmnas_tf.supernet.darts import ARCHITECTURE, DartsModel
-from asmnas_tf.layers.mixed_edge import MixedEdge
+from asmnas_tf.layers.mixed_edge import MixedEdge, check_attention_options
 from asmnas_tf.layers.ops import cell_preprocessing
 from asmnas_tf.space.primitives import EDGES, INTERMEDIATE_NODES, cell_name, edge_name, reduction_indices
 from asmnas_tf.supernet.model import COEFFICIENTS, LOGITS, SupernetModel
 from asmnas_tf.errors import UserError
+
+PATH_SAMPLER = "path_sampler"  # the RSPS supernet's PathSampler layer
 
 
 def _stem(inputs, channels):
@@ -43,7 +46,7 @@ def _stem(inputs, channels):
     return bn(conv(inputs))
 
 
-def _cell(index, s0, s1, channels, reduction, reduction_prev, hidden_units, mixing, alpha=None):
+def _cell(index, s0, s1, channels, reduction, reduction_prev, hidden_units, mixing, alpha=None, attention_options=None):
     """One search cell; returns (output, coefficients [B, 14, |O|]).
 
     `alpha`: this cell's architecture parameters [14, |O|] when mixing="alpha".
@@ -59,7 +62,8 @@ def _cell(index, s0, s1, channels, reduction, reduction_prev, hidden_units, mixi
                 continue
             stride = 2 if reduction and source < 2 else 1
             edge = MixedEdge(
-                channels, stride, hidden_units, mixing, name=f"{name}_{edge_name(source, target)}"
+                channels, stride, hidden_units, mixing, name=f"{name}_{edge_name(source, target)}",
+                **(attention_options or {}),
             )
             if alpha is None:
                 mixed, coeffs = edge(states[source])
@@ -85,6 +89,10 @@ def build_supernet(
     mixing="attention",
     alpha_sharing="darts",
     clipnorm=5.0,
+    attention_embedding="post_bn",
+    attention_init="torch",
+    attention_lr_multiplier=1.0,
+    path_seed=0,
     name="asm_supernet",
 ):
     """The search network of paper §5.1 (defaults: L = 15, C = 16).
@@ -95,8 +103,19 @@ def build_supernet(
 
     `mixing`: 'attention' (ASM-NAS), 'uniform' (fixed 1/|O|), or 'alpha'
     (DARTS, eq. 3.1: a `DartsModel` whose coefficients are softmax(alpha) for
-    every sample; `alpha_sharing` 'darts' or 'per_cell', see `alphas.py`).
+    every sample; `alpha_sharing` 'darts' or 'per_cell', see `alphas.py`), or
+    'path' (RSPS: one uniformly sampled op per edge per training step, drawn
+    from `path_seed`; `path_sampler.py`).
+
+    The attention options (issue 13; the paper's form is the default):
+    `attention_embedding` 'post_bn' (eq. 4.3 on the op's output) or 'pre_bn'
+    (the mean before the op's last BatchNorm, which BatchNorm cannot cancel);
+    `attention_init` 'torch' or 'zero_output' (T4 at 0: uniform coefficients
+    at initialisation); `attention_lr_multiplier` (T1..T4's learning rate
+    over the ops'). See `mixed_edge.py`.
     """
+    check_attention_options(attention_embedding, attention_init, attention_lr_multiplier,
+                            [f"build_supernet.attention_{n}" for n in ("embedding", "init", "lr_multiplier")])
     if num_cells < 1 or channels < 2 or channels % 2:
         raise UserError(
             f"Expected num_cells >= 1 and an even channels >= 2. "
@@ -108,6 +127,8 @@ def build_supernet(
     alphas = None
     if mixing == "alpha":
         alphas = ArchitectureParameters(num_cells, alpha_sharing, name=ARCHITECTURE)(inputs)
+    elif mixing == "path":
+        alphas = PathSampler(num_cells, path_seed, name=PATH_SAMPLER)(inputs)
 
     cell_channels = channels
     reduction_prev = False
@@ -119,6 +140,9 @@ def build_supernet(
         output, coefficients = _cell(
             index, s0, s1, cell_channels, reduction, reduction_prev, attention_hidden_units, mixing,
             None if alphas is None else alphas[index],
+            None if mixing != "attention" else dict(
+                embedding=attention_embedding, attention_init=attention_init,
+                attention_lr_multiplier=attention_lr_multiplier),
         )
         all_coefficients.append(coefficients)
         s0, s1 = s1, output

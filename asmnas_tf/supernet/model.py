@@ -32,10 +32,17 @@ class SupernetModel(keras.Model):
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         self.grad_norm_sq_tracker = keras.metrics.Mean(name="grad_norm_sq")
+        self.attention_grad_norm_tracker = keras.metrics.Mean(name="attention_grad_norm")
+        self.ops_grad_norm_tracker = keras.metrics.Mean(name="ops_grad_norm")
 
     @property
     def metrics(self):
-        return [self.loss_tracker, self.accuracy_tracker, self.grad_norm_sq_tracker]
+        return [self.loss_tracker, self.accuracy_tracker, self.grad_norm_sq_tracker, *self._attention_trackers()]
+
+    @tf.autograph.experimental.do_not_convert  # plain Python over the layers
+    def _attention_trackers(self):
+        """The attention gradient norms' trackers, where there are attention modules (else no column)."""
+        return [self.attention_grad_norm_tracker, self.ops_grad_norm_tracker] if self._attention_edges() else []
 
     @property
     def weight_variables(self):
@@ -56,9 +63,44 @@ class SupernetModel(keras.Model):
         variables = self.weight_variables
         gradients, norm_sq = clip_by_global_norm(tape.gradient(scaled_loss, variables), self.clipnorm)
         self.grad_norm_sq_tracker.update_state(norm_sq)
+        self._track_attention_gradients(gradients, variables)
+        gradients = self._scale_gradients(gradients, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
         metrics = self._update_metrics(y, logits, unscale_loss(scaled_loss))
-        return {**metrics, "grad_norm_sq": self.grad_norm_sq_tracker.result()}
+        attention = {t.name: t.result() for t in self._attention_trackers()}
+        return {**metrics, "grad_norm_sq": self.grad_norm_sq_tracker.result(), **attention}
+
+    @tf.autograph.experimental.do_not_convert  # plain Python over the layers
+    def _attention_edges(self):
+        """{kernel variable path: edge} of the edges with an attention module."""
+        from asmnas_tf.layers.mixed_edge import MixedEdge  # the layers import this package's names
+
+        return {layer.kernel.path: layer for layer in self.layers
+                if isinstance(layer, MixedEdge) and layer.attention_start() is not None}
+
+    @tf.autograph.experimental.do_not_convert  # plain Python over the layers
+    def _scale_gradients(self, gradients, variables):
+        """Clipped gradients with T1..T4's times their edge's `attention_lr_multiplier`."""
+        edges = self._attention_edges()
+        return [edges[v.path].scale_gradient(g) if v.path in edges else g for g, v in zip(gradients, variables)]
+
+    @tf.autograph.experimental.do_not_convert  # plain Python over the layers
+    def _track_attention_gradients(self, gradients, variables):
+        """Epoch means of the clipped gradient's norm on T1..T4 and on the edges' op weights.
+
+        Issue 13's question: how much of the gradient reaches the attention
+        modules at all. This replica's share (the global gradient on one replica).
+        """
+        edges = self._attention_edges()
+        attention_sq, ops_sq = [], []
+        for g, v in zip(gradients, variables):
+            if v.path in edges:
+                start = edges[v.path].attention_start()
+                attention_sq.append(tf.nn.l2_loss(g[start:]))
+                ops_sq.append(tf.nn.l2_loss(g[:start]))
+        if attention_sq:
+            self.attention_grad_norm_tracker.update_state(ops.sqrt(2.0 * tf.add_n(attention_sq)))
+            self.ops_grad_norm_tracker.update_state(ops.sqrt(2.0 * tf.add_n(ops_sq)))
 
     def test_step(self, data):
         x, y = data

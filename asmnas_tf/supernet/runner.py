@@ -39,15 +39,23 @@ from asmnas_tf.space.genotype import read_genotype, write_genotype
 from asmnas_tf.runtime.optim import search_optimizer
 from asmnas_tf.plots import write_run_plots
 from asmnas_tf.supernet.model import compile_supernet
-from asmnas_tf.supernet.selection import RULES, mean_coefficients, select_genotype, write_attention
-from asmnas_tf.supernet.builder import build_supernet
+from asmnas_tf.supernet.confidence import selection_confidence
+from asmnas_tf.supernet.report import DIAGNOSTICS_FILE, INITIAL_ATTENTION_FILE, search_report
+from asmnas_tf.supernet.selection import (RULES, coefficient_samples, mean_coefficients, read_attention,
+                                          select_genotype, write_attention)
+from asmnas_tf.supernet.telemetry import GENOTYPES_FILE, SearchTelemetry
+from asmnas_tf.supernet.builder import PATH_SAMPLER, build_supernet
+from asmnas_tf.supernet.rsps import RSPS_FILE, rsps_select
 from asmnas_tf.errors import UserError
 
-METHODS = ("asm", "darts1", "darts2")
+METHODS = ("asm", "darts1", "darts2", "rsps")
 
 
-def search_datasets(arrays, batch_size, selection_batch_size, seed, architecture=False):
-    """(train, select, n_train, n_select) pipelines on the two halves of the training set.
+def search_datasets(arrays, batch_size, selection_batch_size, seed, architecture=False, telemetry_samples=0):
+    """(train, select, n_train, n_select, telemetry) pipelines on the two halves of the training set.
+
+    `telemetry`: the first `telemetry_samples` images of the selection half
+    (the per-epoch selection of `telemetry.py`), None for 0.
 
     With `architecture` (DARTS) the train pipeline yields (weight batch, alpha
     batch) pairs: the second half also goes through the training pipeline
@@ -57,10 +65,14 @@ def search_datasets(arrays, batch_size, selection_batch_size, seed, architecture
     mean, std = channel_stats(x_weights)
     train = make_dataset(x_weights, y_weights, batch_size, training=True, mean=mean, std=std, seed=seed)
     select = make_dataset(x_select, y_select, selection_batch_size, training=False, mean=mean, std=std)
+    telemetry = None
+    if telemetry_samples:
+        telemetry = make_dataset(x_select[:telemetry_samples], y_select[:telemetry_samples], selection_batch_size,
+                                 training=False, mean=mean, std=std)
     if architecture:
         alpha = make_dataset(x_select, y_select, batch_size, training=True, mean=mean, std=std, seed=seed + 1)
         train = tf.data.Dataset.zip((train, alpha))
-    return train, select, len(x_weights), len(x_select)
+    return train, select, len(x_weights), len(x_select), telemetry
 
 
 @dataclasses.dataclass
@@ -83,18 +95,25 @@ class SearchResult:
     model_dir: str = None
     plots: list = dataclasses.field(default_factory=list)
     timing: dict = dataclasses.field(default_factory=dict)
+    diagnostics: dict = dataclasses.field(default_factory=dict)
     chief: bool = True
     resumed_complete: bool = False
 
 
-def _check_search_arguments(method, rule, epochs, batch_size, selection_batch_size, save_every_steps):
+def _check_search_arguments(method, rule, epochs, batch_size, selection_batch_size, save_every_steps,
+                            telemetry_samples, rsps_candidates, rsps_images):
     """Every argument checked before any data is read or file written."""
     if method not in METHODS:
         raise UserError(f"run_search.method={method!r} is not one of {', '.join(METHODS)}")
     if rule not in RULES:
         raise UserError(f"run_search.rule={rule!r} is not one of {', '.join(RULES)}")
     check_counts("run_search", epochs=(epochs, 1), batch_size=(batch_size, 1),
-                 selection_batch_size=(selection_batch_size, 1), save_every_steps=(save_every_steps, 0))
+                 selection_batch_size=(selection_batch_size, 1), save_every_steps=(save_every_steps, 0),
+                 telemetry_samples=(telemetry_samples, 0), rsps_candidates=(rsps_candidates, 1),
+                 rsps_images=(rsps_images, 1))
+    if method == "rsps" and rule != "argmax":
+        raise UserError(f"run_search.rule={rule!r}: RSPS samples argmax architectures (one op per edge); "
+                        f"use rule 'argmax' with method 'rsps'")
 
 
 def _completed(model_dir):
@@ -121,6 +140,9 @@ def search(
     seed=0,
     deterministic=False,
     save_every_steps=100,
+    telemetry_samples=256,
+    rsps_candidates=50,
+    rsps_images=500,
     verbose="auto",
     callbacks=(),
     model_dir=None,
@@ -133,13 +155,19 @@ def search(
     supernet, the second selects. `num_cells`, `channels` and
     `supernet_options` (more `build_supernet` arguments) size the supernet;
     None keeps gin's binding or the paper's default (L = 15, C = 16).
-    `callbacks`: Keras callbacks added to the run's.
+    `callbacks`: Keras callbacks added to the run's. `telemetry_samples`:
+    images of the selection half selected on at every epoch end (the
+    telemetry of `telemetry.py`; 0 turns it off). `method="rsps"`: random
+    search with weight sharing (`rsps.py`): one sampled path per step, then
+    the best of `rsps_candidates` sampled architectures on the first
+    `rsps_images` images of the selection half.
     `model_dir`: the run directory (checkpoints, history, TensorBoard,
     attention.json, genotype.json, plots), resumed if it holds an
     interrupted run of this search; None writes nothing that outlives the
     call (the checkpoints go to a temporary folder, removed at the end).
     """
-    _check_search_arguments(method, rule, epochs, batch_size, selection_batch_size, save_every_steps)
+    _check_search_arguments(method, rule, epochs, batch_size, selection_batch_size, save_every_steps,
+                            telemetry_samples, rsps_candidates, rsps_images)
     completed = _completed(model_dir) if model_dir is not None else None
     if completed:
         return completed
@@ -148,7 +176,8 @@ def search(
     supernet_kwargs = dict(supernet_options or {}, **_given(num_cells=num_cells, channels=channels))
     with working_dir(model_dir, "asmnas-search-") as (directory, keep_files):
         result = _search(arrays, directory, method, epochs, batch_size, selection_batch_size, rule, supernet_kwargs,
-                         seed, deterministic, save_every_steps, verbose, callbacks, keep_files)
+                         seed, deterministic, save_every_steps, telemetry_samples, rsps_candidates, rsps_images,
+                         verbose, callbacks, keep_files)
     return result if keep_files else dataclasses.replace(result, model_dir=None)
 
 
@@ -157,11 +186,14 @@ def _given(**values):
 
 
 def _search(arrays, model_dir, method, epochs, batch_size, selection_batch_size, rule, supernet_kwargs,
-            seed, deterministic, save_every_steps, verbose, extra_callbacks, keep_files):
+            seed, deterministic, save_every_steps, telemetry_samples, rsps_candidates, rsps_images, verbose,
+            extra_callbacks, keep_files):
     """The search itself, in `model_dir` (a temporary one when not `keep_files`)."""
     strategy, chief = start_run(seed, deterministic)
-    train, select, n_train, n_select = search_datasets(
-        arrays, batch_size, selection_batch_size, seed, architecture=method != "asm"
+    rsps = method == "rsps"
+    train, select, n_train, n_select, subset = search_datasets(
+        arrays, batch_size, selection_batch_size, seed, architecture=method in ("darts1", "darts2"),
+        telemetry_samples=rsps_images if rsps else telemetry_samples,
     )
     steps_per_epoch = n_train // batch_size
     if steps_per_epoch < 1:
@@ -175,6 +207,10 @@ def _search(arrays, model_dir, method, epochs, batch_size, selection_batch_size,
             if isinstance(model, DartsModel):
                 raise UserError("build_supernet.mixing='alpha' is DARTS: set run_search.method to darts1 or darts2")
             compile_supernet(model, weight_optimizer)
+        elif rsps:
+            model = build_supernet(arrays.image_shape, arrays.num_classes,
+                                   **{**supernet_kwargs, "mixing": "path", "path_seed": seed})
+            compile_supernet(model, weight_optimizer)
         else:
             model = build_supernet(arrays.image_shape, arrays.num_classes, **{**supernet_kwargs, "mixing": "alpha"})
             compile_darts(model, weight_optimizer, architecture_optimizer(), second_order=method == "darts2")
@@ -187,29 +223,82 @@ def _search(arrays, model_dir, method, epochs, batch_size, selection_batch_size,
     if chief and keep_files:
         write_operative_config(model_dir)
 
+    source = {"method": method, "dataset": arrays.name, "seed": seed}
+    # RSPS has no coefficients to watch: its selection ranks sampled paths.
+    initial_coeffs = None if rsps else _initial_coefficients(model, select, model_dir, chief and keep_files)
+    telemetry = [] if subset is None or rsps else [SearchTelemetry(
+        subset, initial_coeffs, rule, source,
+        path=os.path.join(model_dir, GENOTYPES_FILE) if chief and keep_files else None,
+        tensorboard_dir=os.path.join(model_dir, rd.TENSORBOARD_DIR) if chief and keep_files else None)]
     timer = StepTimer(os.path.join(model_dir, rd.TIMING_FILE) if chief else None)
-    callbacks = run_callbacks(model_dir, timer, chief and keep_files) + list(extra_callbacks)
+    callbacks = run_callbacks(model_dir, timer, chief and keep_files, schedules=telemetry) + list(extra_callbacks)
     history = train_loop.fit(model, train, epochs=epochs, strategy=strategy,
                              checkpoint_dir=os.path.join(model_dir, rd.CHECKPOINT_DIR), callbacks=callbacks,
                              save_every_steps=save_every_steps, steps_per_epoch=steps_per_epoch, verbose=verbose)
     if not chief:
         return SearchResult(model=model, history=history.history, model_dir=model_dir, chief=False)
 
+    if rsps:
+        return _rsps_selection(model, subset, arrays, source, rsps_candidates, model_dir, keep_files, history,
+                               timer, build_s, started)
     # Selection (Algorithm 1, steps 6-13): frozen weights, inference mode.
-    mean_coeffs, num_samples, selection_accuracy = mean_coefficients(model, select)
-    genotype = select_genotype(mean_coeffs, rule, {"method": method, "dataset": arrays.name, "seed": seed})
+    samples, selection_accuracy = coefficient_samples(model, select)
+    mean_coeffs, num_samples = samples.mean(axis=0, dtype=np.float64), samples.shape[0]
+    genotype = select_genotype(mean_coeffs, rule, source)
+    confidence = selection_confidence(samples, seed=seed, rule=rule)
+    report = search_report(initial_coeffs, mean_coeffs, confidence, rule)
+    for line in report["lines"]:
+        print(line)
     plots = []
     timing = {"build_s": build_s, **timer.summary(), "selection_accuracy": selection_accuracy,
               "wall_s": time.perf_counter() - started}
     if keep_files:
         rd.save_weights_atomic(model, os.path.join(model_dir, rd.SUPERNET_WEIGHTS_FILE))
-        write_attention(os.path.join(model_dir, rd.ATTENTION_FILE), mean_coeffs, num_samples)
+        write_attention(os.path.join(model_dir, rd.ATTENTION_FILE), mean_coeffs, num_samples, confidence)
+        rd.write_text_atomic(os.path.join(model_dir, DIAGNOSTICS_FILE), json.dumps(report, indent=1) + "\n")
         write_genotype(os.path.join(model_dir, rd.GENOTYPE_FILE), genotype)
         plots = write_run_plots(model_dir)  # Fig. 4 heatmaps, Appendix A cell diagrams
         rd.write_text_atomic(os.path.join(model_dir, rd.TIMING_FILE), json.dumps(timing, indent=1) + "\n")
         write_operative_config(model_dir)
     return SearchResult(genotype=genotype, coefficients=np.asarray(mean_coeffs), selection_accuracy=selection_accuracy,
-                        history=history.history, model=model, model_dir=model_dir, plots=plots, timing=timing)
+                        history=history.history, model=model, model_dir=model_dir, plots=plots, timing=timing,
+                        diagnostics=report)
+
+
+def _rsps_selection(model, subset, arrays, source, candidates, model_dir, keep_files, history, timer, build_s,
+                    started):
+    """RSPS's end: the best of `candidates` sampled architectures on the shared weights (`rsps.py`)."""
+    num_cells = model.get_layer(PATH_SAMPLER).num_cells
+    genotype, record = rsps_select(model, subset, num_cells, source["seed"], candidates, source)
+    print(f"RSPS: best of {candidates} sampled architectures: candidate {record['best']}, shared-weights "
+          f"accuracy {record['best_accuracy']:.4f} (median {np.median(record['accuracies']):.4f})")
+    timing = {"build_s": build_s, **timer.summary(), "selection_accuracy": record["best_accuracy"],
+              "wall_s": time.perf_counter() - started}
+    plots = []
+    if keep_files:
+        rd.save_weights_atomic(model, os.path.join(model_dir, rd.SUPERNET_WEIGHTS_FILE))
+        rd.write_text_atomic(os.path.join(model_dir, RSPS_FILE), json.dumps(record) + "\n")
+        write_genotype(os.path.join(model_dir, rd.GENOTYPE_FILE), genotype)
+        plots = write_run_plots(model_dir)
+        rd.write_text_atomic(os.path.join(model_dir, rd.TIMING_FILE), json.dumps(timing, indent=1) + "\n")
+        write_operative_config(model_dir)
+    return SearchResult(genotype=genotype, selection_accuracy=record["best_accuracy"], history=history.history,
+                        model=model, model_dir=model_dir, plots=plots, timing=timing, diagnostics={"rsps": record})
+
+
+def _initial_coefficients(model, select, model_dir, write):
+    """Mean coefficients of the untrained supernet on the selection split (issue 13's baseline).
+
+    Computed before the first step and kept in the run directory, so that
+    a resumed run compares with the same initialisation.
+    """
+    path = os.path.join(model_dir, INITIAL_ATTENTION_FILE)
+    if os.path.exists(path):
+        return read_attention(path)
+    initial, num_samples, _ = mean_coefficients(model, select)
+    if write:
+        write_attention(path, initial, num_samples)
+    return initial
 
 
 @gin.configurable(denylist=["model_dir", "extra_callbacks"])
@@ -223,6 +312,9 @@ def run_search(
     seed=0,
     deterministic=False,
     save_every_steps=100,
+    telemetry_samples=256,
+    rsps_candidates=50,
+    rsps_images=500,
     verbose="auto",
     extra_callbacks=(),
 ):
@@ -233,14 +325,17 @@ def run_search(
     steps (`train_loop.py`). Under a multi-worker strategy only the chief
     writes; the other workers get a result with `chief=False`, no genotype.
     """
-    _check_search_arguments(method, rule, epochs, batch_size, selection_batch_size, save_every_steps)
+    _check_search_arguments(method, rule, epochs, batch_size, selection_batch_size, save_every_steps,
+                            telemetry_samples, rsps_candidates, rsps_images)
     completed = _completed(model_dir)
     if completed:
         return completed
     make_strategy()  # before the data: it may split the CPU into logical devices
     return search(load_arrays(), method=method, epochs=epochs, batch_size=batch_size,
                   selection_batch_size=selection_batch_size, rule=rule, seed=seed, deterministic=deterministic,
-                  save_every_steps=save_every_steps, verbose=verbose, callbacks=extra_callbacks, model_dir=model_dir)
+                  save_every_steps=save_every_steps, telemetry_samples=telemetry_samples,
+                  rsps_candidates=rsps_candidates, rsps_images=rsps_images, verbose=verbose,
+                  callbacks=extra_callbacks, model_dir=model_dir)
 
 
 def describe(genotype):

@@ -25,8 +25,8 @@ from asmnas_tf.names import RULES  # noqa: F401  (importers use it from here too
 _ZERO = PRIMITIVES.index("zero")
 
 
-def mean_coefficients(model, dataset):
-    """(mean coefficient per (cell, edge, op) [L, 14, |O|], samples, accuracy) over `dataset`.
+def coefficient_samples(model, dataset):
+    """(coefficients per sample [N, L, 14, |O|] float32, accuracy) over `dataset`.
 
     Inference mode (BN uses its moving statistics, nothing is updated): the
     weights stay frozen. Run in this process alone (`inference.py`), so it
@@ -34,8 +34,13 @@ def mean_coefficients(model, dataset):
     `dataset`, from the same pass.
     """
     outputs, labels = outputs_and_labels(model, dataset)
-    coefficients = np.asarray(outputs[COEFFICIENTS], dtype=np.float64)
-    return coefficients.mean(axis=0), coefficients.shape[0], accuracy(outputs[LOGITS], labels)
+    return np.asarray(outputs[COEFFICIENTS], dtype=np.float32), accuracy(outputs[LOGITS], labels)
+
+
+def mean_coefficients(model, dataset):
+    """(mean coefficient per (cell, edge, op) [L, 14, |O|], samples, accuracy) over `dataset`."""
+    samples, selection_accuracy = coefficient_samples(model, dataset)
+    return samples.mean(axis=0, dtype=np.float64), samples.shape[0], selection_accuracy
 
 
 def _argmax_edges(cell_coefficients):
@@ -81,22 +86,39 @@ def select_genotype(mean_coeffs, rule="argmax", source=None):
     return Genotype(cells=cells, source=dict(source or {}, rule=rule))
 
 
-def attention_record(mean_coeffs, num_samples):
-    """The content of attention.json: mean coefficients per cell, edge and op."""
+def attention_record(mean_coeffs, num_samples, confidence=None):
+    """The content of attention.json: mean coefficients per cell, edge and op.
+
+    With `confidence` (`confidence.selection_confidence`'s record) each cell
+    also holds the standard error of every coefficient, the chosen op's
+    margin over the runner-up and the bootstrap confidence of each edge's
+    argmax (null where the coefficients have no per-sample spread: DARTS).
+    """
     reductions = reduction_indices(len(mean_coeffs))
-    return {
+    cells = []
+    for index, cell in enumerate(mean_coeffs):
+        entry = {"reduction": index in reductions, "coefficients": np.round(cell, 8).tolist()}
+        if confidence is not None:
+            entry["stderr"] = np.round(confidence["stderr"][index], 8).tolist()
+            entry["margin"] = np.round(confidence["margin"][index], 8).tolist()
+            boot = confidence["argmax_confidence"]
+            entry["argmax_confidence"] = None if boot is None else np.round(boot[index], 4).tolist()
+            if confidence.get("top2_confidence") is not None:
+                entry["top2_confidence"] = np.round(confidence["top2_confidence"][index], 4).tolist()
+        cells.append(entry)
+    record = {
         "primitives": list(PRIMITIVES),
         "edges": [[source, target] for source, target in EDGES],
         "num_samples": int(num_samples),
-        "cells": [
-            {"reduction": index in reductions, "coefficients": np.round(cell, 8).tolist()}
-            for index, cell in enumerate(mean_coeffs)
-        ],
+        "cells": cells,
     }
+    if confidence is not None:
+        record["bootstrap_resamples"] = None if not confidence["per_sample"] else int(confidence["resamples"])
+    return record
 
 
-def write_attention(path, mean_coeffs, num_samples):
-    write_text_atomic(path, json.dumps(attention_record(mean_coeffs, num_samples), indent=1) + "\n")
+def write_attention(path, mean_coeffs, num_samples, confidence=None):
+    write_text_atomic(path, json.dumps(attention_record(mean_coeffs, num_samples, confidence), indent=1) + "\n")
 
 
 def read_attention(path):

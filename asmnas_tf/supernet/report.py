@@ -1,0 +1,43 @@
+"""The end-of-search report: did the attention learn, and how sure is the choice (issue 13).
+
+Written as `diagnostics.json` in the run directory and printed as a few
+lines: the argmax at initialisation (selection on the untrained supernet,
+same split) against the final one, the coefficients' mean drift, the final
+entropy and parameter-free share, and the selection's bootstrap confidence.
+"""
+
+import numpy as np
+
+from asmnas_tf.supernet import diagnostics
+from asmnas_tf.supernet.confidence import CONFIDENT, confidence_json, summary_line
+
+DIAGNOSTICS_FILE = "diagnostics.json"
+INITIAL_ATTENTION_FILE = "initial_attention.json"
+
+
+def search_report(initial, final, confidence, rule):
+    """{figures..., "confidence": {...}, "lines": [printable lines]} of one search."""
+    agreement = diagnostics.argmax_agreement(initial, final)
+    drift = diagnostics.mean_abs_drift(initial, final)
+    report = {
+        "initial_final_agreement": agreement,
+        "mean_abs_drift": drift,
+        "initial_spread": float(np.ptp(initial)),
+        "final_spread": float(np.ptp(final)),
+        "coefficient_entropy": diagnostics.normalized_entropy(final),
+        "parameter_free_share": diagnostics.parameter_free_share(final),
+        "num_edges": int(np.prod(np.shape(final)[:2])),
+    }
+    per_sample = confidence["per_sample"]
+    boot = confidence["top2_confidence"] if rule == "top2" else confidence["argmax_confidence"]
+    report["confident_choices"] = None if not per_sample else int(np.sum(boot >= CONFIDENT))
+    report["choices"] = None if not per_sample else int(np.size(boot))
+    report["median_margin"] = float(np.median(confidence["margin"]))
+    report["confidence"] = confidence_json(confidence)
+    report["lines"] = [
+        f"Attention vs initialisation: argmax kept on {agreement:.1%} of {report['num_edges']} edges; "
+        f"mean |coefficient drift| {drift:.4f}; coefficient range {report['initial_spread']:.4f} -> "
+        f"{report['final_spread']:.4f}; parameter-free argmax share {report['parameter_free_share']:.1%}",
+        summary_line(confidence, rule),
+    ]
+    return report
