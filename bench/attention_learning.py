@@ -33,6 +33,7 @@ VARIANTS = {
     "zero_lr100": {"attention_init": "zero_output", "attention_lr_multiplier": 100.0},
     "lr300": {"attention_lr_multiplier": 300.0},
     "zero_lr300": {"attention_init": "zero_output", "attention_lr_multiplier": 300.0},
+    "lr1000": {"attention_lr_multiplier": 1000.0},
     # The reference point: DARTS first order on the same supernet and budget.
     "darts1": {"method": "darts1"},
 }

@@ -182,3 +182,44 @@ def test_report_compares_with_the_initial_selection(tiny_search):
     attention = json.loads((model_dir / "attention.json").read_text())
     assert len(attention["cells"][0]["argmax_confidence"]) == 14
     assert report["choices"] == 28 and 0 <= report["confident_choices"] <= 28
+
+
+def _learn_edge_towards(op, seed, multiplier, steps=60):
+    """Train one edge's T1..T4 (the ops frozen) so that its mix matches op `op`'s own output.
+
+    The task where one op is clearly best: the target is o_k(x) itself,
+    computed by the edge with its coefficients replaced by one-hot k. SGD at
+    the paper's 0.025, momentum 0.9; the gradient goes through the edge's
+    own `scale_gradient` (the attention learning-rate multiplier).
+    """
+    tf.keras.utils.set_random_seed(seed)
+    edge = MixedEdge(4, 1, 8, attention_lr_multiplier=multiplier)
+    x = tf.random.stateless_normal((16, 8, 8, 4), seed=(seed, 1))
+    edge(x, training=False)
+    start = edge.attention_start()
+    optimizer = CoupledSGD(learning_rate=0.025, momentum=0.9, l2=0.0)
+    optimizer.build([edge.kernel])
+    k = PRIMITIVES.index(op)
+    initial = np.asarray(edge(x, training=False)[1]).mean(axis=0)
+    for _ in range(steps):
+        edge.replacement = tf.constant(k)
+        target = tf.stop_gradient(edge(x, training=False)[0])
+        edge.replacement = None
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean((edge(x, training=False)[0] - target) ** 2)
+        gradient = edge.scale_gradient(tape.gradient(loss, edge.kernel))
+        optimizer.apply_gradients([(tf.concat([tf.zeros([start]), gradient[start:]], 0), edge.kernel)])
+    return initial, np.asarray(edge(x, training=False)[1]).mean(axis=0)
+
+
+def test_forced_attention_learns_the_best_op_from_any_initialisation():
+    k = PRIMITIVES.index("max_pool_3x3")
+    for seed in (0, 1, 2):
+        initial, final = _learn_edge_towards("max_pool_3x3", seed, multiplier=10.0)
+        assert int(np.argmax(initial)) != k  # initialisation chose another op ...
+        assert int(np.argmax(final)) == k  # ... training moves every seed to the same, right one
+        # and as far as eq. 4.4-4.5 allow: z_k = 1, the others 0: e / (e + 7).
+        assert final[k] == pytest.approx(np.e / (np.e + 7), abs=2e-3)
+    # The paper's learning rate, same steps: the same direction, a third of the way.
+    initial, final = _learn_edge_towards("max_pool_3x3", 0, multiplier=1.0)
+    assert int(np.argmax(final)) == k and final[k] - initial[k] < (np.e / (np.e + 7) - initial[k]) / 2

@@ -34,6 +34,7 @@ the accuracy per seed with the means and intervals.
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -43,6 +44,7 @@ import gin
 from asmnas_tf.errors import UserError
 from asmnas_tf.experiments import statistics
 from asmnas_tf.runtime import run_dir as rd
+from asmnas_tf.runtime.cli import GIN_DIR, resolve_gin_file
 from asmnas_tf.runtime.run_skeleton import check_counts
 from asmnas_tf.space.genotype import random_genotype, read_genotype, to_dict, write_genotype
 
@@ -116,9 +118,36 @@ def _search_figures(search_dir):
     return figures
 
 
+_INCLUDE = re.compile(r"""^\s*include\s+['"]([^'"]+)['"]""", re.MULTILINE)
+
+
+def gin_texts(files):
+    """The text of each gin file and of everything it includes (depth first), by path.
+
+    Part of the fingerprint: a results file is only comparable if the
+    configs behind the same file names said the same.
+    """
+    texts = {}
+
+    def add(name):
+        path = resolve_gin_file(name)
+        if path in texts:
+            return
+        with open(path, encoding="utf-8") as f:
+            texts[path] = f.read()
+        for included in _INCLUDE.findall(texts[path]):
+            add(included)
+
+    for name in files:
+        add(name)
+    return {os.path.relpath(path, GIN_DIR) if path.startswith(GIN_DIR) else path: text
+            for path, text in texts.items()}
+
+
 def fingerprint(config):
-    """A short hash of what makes results comparable (all but methods and seeds)."""
-    text = json.dumps(config, sort_keys=True)
+    """A short hash of what makes results comparable (all but methods and seeds), gin files' text included."""
+    files = [*config["search_gin"], *config["darts_gin"], *config["train_gin"]]
+    text = json.dumps({**config, "gin_texts": gin_texts(files)}, sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 

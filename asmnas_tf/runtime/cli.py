@@ -73,7 +73,8 @@ def _one_line(error):
     return "; ".join(line for line in lines if not line.startswith("In call to configurable"))
 
 
-def _resolve_gin_file(path):
+def resolve_gin_file(path):
+    """`path` as given if it exists, else inside the package's configs/; ConfigError if neither."""
     if os.path.isfile(path):
         return path
     candidate = os.path.join(GIN_DIR, path)
@@ -85,7 +86,7 @@ def _resolve_gin_file(path):
 def parse_gin(files, params):
     """Strict parsing; every configurable must be imported before this."""
     gin.add_config_file_search_path(GIN_DIR)
-    paths = [_resolve_gin_file(f) for f in files]
+    paths = [resolve_gin_file(f) for f in files]
     # gin logs an ERROR for every include it finds only on its search path.
     verbosity = logging.get_verbosity()
     logging.set_verbosity(logging.FATAL)

@@ -17,7 +17,13 @@ INITIAL_ATTENTION_FILE = "initial_attention.json"
 
 def search_report(initial, final, confidence, rule):
     """{figures..., "confidence": {...}, "lines": [printable lines]} of one search."""
-    agreement = diagnostics.argmax_agreement(initial, final)
+    # An edge whose initial coefficients tie (attention_init='zero_output':
+    # all exactly 1/8) had no initial choice: left out of the agreement.
+    ordered = np.sort(np.asarray(initial), axis=-1)
+    decided = (ordered[..., -1] - ordered[..., -2]) > 0
+    agreement = None
+    if decided.any():
+        agreement = float(np.mean((diagnostics.argmax_ops(initial) == diagnostics.argmax_ops(final))[decided]))
     drift = diagnostics.mean_abs_drift(initial, final)
     report = {
         "initial_final_agreement": agreement,
@@ -34,8 +40,11 @@ def search_report(initial, final, confidence, rule):
     report["choices"] = None if not per_sample else int(np.size(boot))
     report["median_margin"] = float(np.median(confidence["margin"]))
     report["confidence"] = confidence_json(confidence)
+    kept = ("no initial choice (uniform coefficients at initialisation)" if agreement is None else
+            f"argmax kept on {agreement:.1%} of {int(decided.sum())} edges")
+    report["initial_ties"] = int((~decided).sum())
     report["lines"] = [
-        f"Attention vs initialisation: argmax kept on {agreement:.1%} of {report['num_edges']} edges; "
+        f"Attention vs initialisation: {kept}; "
         f"mean |coefficient drift| {drift:.4f}; coefficient range {report['initial_spread']:.4f} -> "
         f"{report['final_spread']:.4f}; parameter-free argmax share {report['parameter_free_share']:.1%}",
         summary_line(confidence, rule),
