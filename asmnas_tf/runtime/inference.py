@@ -20,10 +20,7 @@ def outputs_and_labels(model, dataset):
     for the supernet, a tensor otherwise). `dataset` yields `(x, y)` batches,
     or `x` alone (then labels is None)."""
 
-    @tf.function(reduce_retracing=True)
-    def infer(x):
-        return model(x, training=False)
-
+    infer = _inference_function(model)
     outputs, labels = [], []
     for batch in dataset:
         x, y = batch if isinstance(batch, tuple) else (batch, None)
@@ -32,6 +29,23 @@ def outputs_and_labels(model, dataset):
             labels.append(np.asarray(y))
     joined = tf.nest.map_structure(lambda *parts: np.concatenate(parts), *outputs)
     return joined, np.concatenate(labels) if labels else None
+
+
+def _inference_function(model):
+    """One traced `model(x, training=False)` per model: a search selects on its
+    untrained and its trained supernet, and the second call need not trace again.
+
+    Kept on the model itself (past Keras's attribute tracking), so it goes
+    when the model goes.
+    """
+    infer = model.__dict__.get("_asmnas_inference")
+    if infer is None:
+        @tf.function(reduce_retracing=True)
+        def infer(x):
+            return model(x, training=False)
+
+        object.__setattr__(model, "_asmnas_inference", infer)
+    return infer
 
 
 def accuracy(logits, labels):
