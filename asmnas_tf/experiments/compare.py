@@ -247,7 +247,7 @@ def summarize(runs):
             continue
         base = {s: r["test_accuracy"] for s, r in by_method[baseline].items()}
         for m in methods:
-            if m != baseline:
+            if m != baseline and f"{baseline} vs {m}" not in paired:
                 paired[f"{m} vs {baseline}"] = statistics.paired(
                     {s: r["test_accuracy"] for s, r in by_method[m].items()}, base)
     if "random" in summary:
