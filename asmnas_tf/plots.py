@@ -506,6 +506,8 @@ def plot_comparison(result, path):
         if s["ci_low"] is not None:
             ax.vlines(i + 0.33, s["ci_low"], s["ci_high"], color="#c44e52", linewidth=2, zorder=4)
     ax.set_xticks(range(len(methods)), methods)
+    low, high = ax.get_ylim()
+    ax.set_ylim(max(low, 0.0), min(high, 1.0))  # an interval of 2 seeds can reach past 1
     ax.set_ylabel("test accuracy")
     ax.grid(axis="y", alpha=0.3)
     ax.set_title("Per seed (dots), mean (black), 95% interval (red)", fontsize=10)
