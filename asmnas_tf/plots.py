@@ -428,13 +428,13 @@ def write_run_plots(model_dir):
         coeffs, reductions, num_samples, confidence = _read_attention(attention_path)
         os.makedirs(plots, exist_ok=True)
         path = os.path.join(plots, "attention.png")
-        title = "Mean attention coefficients per cell (argmax outlined"
-        if confidence is not None:
-            doubtful = int(np.sum(confidence < CONFIDENT))
-            title += f"; dashed white: {doubtful} of {confidence.size} below {CONFIDENT:.0%} bootstrap confidence"
-        title += ")"
+        title = "Mean attention coefficients per cell (argmax outlined)"
         if num_samples is not None:
             title += f", {num_samples} selection samples"
+        if confidence is not None:  # a second line: the figure is only as wide as its panels
+            doubtful = int(np.sum(confidence < CONFIDENT))
+            title += (f"\ndashed white: the {doubtful} of {confidence.size} argmaxes below "
+                      f"{CONFIDENT:.0%} bootstrap confidence")
         plot_attention_heatmaps(coeffs, path, title=title, reductions=reductions, confidence=confidence)
         written.append(path)
     genotype_path = os.path.join(model_dir, GENOTYPE_FILE)
