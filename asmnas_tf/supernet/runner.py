@@ -85,6 +85,8 @@ class SearchResult:
     complete). `history`: per-epoch metrics of this call's training.
     `model`: the trained supernet (a keras.Model), None when the run was
     already complete. `model_dir`: the run directory, None without one.
+    `diagnostics`: the end-of-search report (`report.py`: init-vs-final
+    agreement, drift, confidence; for RSPS its ranked candidates).
     """
 
     genotype: object = None
