@@ -26,7 +26,7 @@ from asmnas_tf.runtime import run_dir as rd
 from asmnas_tf.runtime.atomic_write import write_file_atomic
 from asmnas_tf.runtime import train_loop
 from asmnas_tf.runtime.callbacks import StepTimer
-from asmnas_tf.runtime.checkpoints import keep_states
+from asmnas_tf.runtime.checkpoints import check_resumable, keep_states
 from asmnas_tf.runtime.run_skeleton import (check_counts, check_verbose, run_callbacks, start_run, working_dir,
                                              write_operative_config)
 from asmnas_tf.data import as_image_arrays, channel_stats, load_arrays, make_dataset
@@ -165,6 +165,8 @@ def train(
     completed = _completed(model_dir) if model_dir is not None else None
     if completed:
         return completed
+    if model_dir is not None:  # a spoilt saved state is found now, not after the data is read
+        check_resumable(os.path.join(model_dir, rd.CHECKPOINT_DIR))
     cells = resolve_genotype(genotype, num_cells)
     make_strategy()  # before the data: it may split the CPU into logical devices
     arrays = as_image_arrays(x, y, x_test, y_test)
@@ -256,6 +258,7 @@ def run_train(
     completed = _completed(model_dir)
     if completed:
         return completed
+    check_resumable(os.path.join(model_dir, rd.CHECKPOINT_DIR))
     if genotype is None:
         raise UserError("run_train.genotype is not set: bind it to a genotype.json path or a named "
                         "genotype (DARTS_V1, DARTS_V2, PC_DARTS, PDARTS)")

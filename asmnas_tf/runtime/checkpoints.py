@@ -206,6 +206,29 @@ def read_state(checkpoint_dir):
     return 0, 0, None
 
 
+def check_resumable(checkpoint_dir):
+    """Before any work: CheckpointError if states were saved but none of their files checks out.
+
+    The same verdict `load_state` would reach later (but for a file that
+    checks out and still does not load), found before the data is read.
+    """
+    candidates, problems = _candidates(checkpoint_dir)
+    if any(_check_file(checkpoint_dir, manifest) is None for manifest, _ in candidates):
+        return
+    problems += [_check_file(checkpoint_dir, manifest) for manifest, _ in candidates]
+    orphans = _orphan_weights(checkpoint_dir, candidates)
+    if problems or orphans:
+        _no_usable_state(checkpoint_dir, problems, orphans)
+
+
+def _no_usable_state(checkpoint_dir, problems, orphans):
+    found = "; ".join(problems) or f"weights without a manifest: {', '.join(orphans)}"
+    raise CheckpointError(
+        f"no usable saved state in {checkpoint_dir}: {found}; to start over, delete {checkpoint_dir} "
+        f"(the run's saved states) or choose a new --model_dir"
+    )
+
+
 def load_state(model, checkpoint_dir, log=print):
     """Load the newest good state into `model`: (epoch, step), (0, 0) if none was ever saved.
 
@@ -230,11 +253,7 @@ def load_state(model, checkpoint_dir, log=print):
                     f"(epoch {manifest['epoch']}, step {manifest['step']})")
             return manifest["epoch"], manifest["step"]
         problems.append(why)
-    found = "; ".join(problems) or f"weights without a manifest: {', '.join(orphans)}"
-    raise CheckpointError(
-        f"no usable saved state in {checkpoint_dir}: {found}; to start over, delete {checkpoint_dir} "
-        f"(the run's saved states) or choose a new --model_dir"
-    )
+    _no_usable_state(checkpoint_dir, problems, orphans)
 
 
 def _orphan_weights(checkpoint_dir, candidates):

@@ -31,7 +31,7 @@ from asmnas_tf.runtime import run_dir as rd
 from asmnas_tf.runtime import train_loop
 from asmnas_tf.supernet.darts import DartsModel, architecture_optimizer, compile_darts
 from asmnas_tf.runtime.callbacks import StepTimer
-from asmnas_tf.runtime.checkpoints import keep_states
+from asmnas_tf.runtime.checkpoints import check_resumable, keep_states
 from asmnas_tf.runtime.run_skeleton import (check_counts, check_verbose, run_callbacks, start_run, working_dir,
                                              write_operative_config)
 from asmnas_tf.data import as_image_arrays, channel_stats, load_arrays, make_dataset, split_halves
@@ -176,6 +176,8 @@ def search(
     completed = _completed(model_dir) if model_dir is not None else None
     if completed:
         return completed
+    if model_dir is not None:  # a spoilt saved state is found now, not after the data is read
+        check_resumable(os.path.join(model_dir, rd.CHECKPOINT_DIR))
     make_strategy()  # first: it may split the CPU into logical devices
     arrays = as_image_arrays(x, y)
     supernet_kwargs = dict(supernet_options or {}, **_given(num_cells=num_cells, channels=channels))
@@ -335,6 +337,7 @@ def run_search(
     completed = _completed(model_dir)
     if completed:
         return completed
+    check_resumable(os.path.join(model_dir, rd.CHECKPOINT_DIR))
     make_strategy()  # before the data: it may split the CPU into logical devices
     return search(load_arrays(), method=method, epochs=epochs, batch_size=batch_size,
                   selection_batch_size=selection_batch_size, rule=rule, seed=seed, deterministic=deterministic,
