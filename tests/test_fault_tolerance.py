@@ -243,3 +243,58 @@ def test_two_processes_racing_for_a_lock_one_wins(tmp_path):
         outcomes = sorted(p.communicate(timeout=60)[0].strip() for p in processes)
         assert outcomes == ["lost", "won"], round_index
         assert not (directory / ".asmnas.lock").exists()
+
+
+# ---------------------------------------------------------------- clean stops
+
+
+def test_signals_only_set_the_request_and_a_second_ctrl_c_interrupts():
+    from asmnas_tf.runtime.stop_signals import stop_on_signals
+
+    before = signal.getsignal(signal.SIGTERM)
+    with stop_on_signals() as request:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert request.signum == signal.SIGINT and request.name == "SIGINT"
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert request.signum == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+class _SignalAtStep(keras.callbacks.Callback):
+    def __init__(self, step, signum):
+        super().__init__()
+        self.step, self.signum = step, signum
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_while_training_saves_the_state_at_that_step(tmp_path, signum, status):
+    import tensorflow as tf
+
+    from asmnas_tf.runtime.stop_signals import RunStopped
+    from asmnas_tf.runtime.train_loop import fit
+
+    model = _model(0)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    x = np.random.default_rng(0).normal(size=(40, 3)).astype("float32")
+    dataset = tf.data.Dataset.from_tensor_slices((x, x[:, :2])).batch(4)
+    with pytest.raises(RunStopped) as caught:
+        fit(model, dataset, epochs=2, strategy=tf.distribute.get_strategy(), checkpoint_dir=str(tmp_path),
+            callbacks=[_SignalAtStep(6, signum)], save_every_steps=4, verbose=0)
+    assert caught.value.exit_status == status
+    assert str(caught.value) == (f"stopped by {signal.Signals(signum).name}: the state at epoch 0, step 7 is saved "
+                                 f"in {tmp_path}; run the same command again to resume")
+    assert json.loads((tmp_path / "latest.json").read_text())["step"] == 7
+    stopped = _weights(model)
+    resumed = _model(5)
+    resumed.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    resumed.optimizer.build(resumed.trainable_variables)
+    assert load_state(resumed, str(tmp_path)) == (0, 7)
+    for a, b in zip(_weights(resumed), stopped):
+        np.testing.assert_array_equal(a, b)
