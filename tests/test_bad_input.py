@@ -18,6 +18,7 @@ call a tiny exported model in-process.
 
 import concurrent.futures
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -162,6 +163,43 @@ def _other_config(d):
     return [*SEARCH, _run(d)]
 
 
+# The locks the test process holds for the "in use" case, open until the module ends.
+_HELD_LOCKS = []
+
+
+def _run_dir_in_use(d):
+    """A run directory whose lock a live process (this test process) holds."""
+    _write(d / "run" / "config.gin", "anything\n")
+    lock = _write(d / "run" / ".asmnas.lock", json.dumps({"pid": os.getpid(), "host": "testhost",
+                                                           "started": "2026-01-01T00:00:00"}) + "\n")
+    fd = os.open(lock, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    _HELD_LOCKS.append(fd)
+    return [*SEARCH, _run(d)]
+
+
+def _config_text(args):
+    """The config.gin a command with `args` (--gin_file/--gin_param only) writes: parsed in a subprocess."""
+    code = ("import sys; from asmnas_tf.runtime import cli; from asmnas_tf.supernet import runner; "
+            "files = [a.split('=', 1)[1] for a in sys.argv[1:] if a.startswith('--gin_file=')]; "
+            "params = [a.split('=', 1)[1] for a in sys.argv[1:] if a.startswith('--gin_param=')]; "
+            "sys.stdout.write(cli.parse_gin(files, params))")
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO_ROOT, env=ENV, capture_output=True,
+                          text=True, check=True, timeout=300).stdout
+
+
+def _spoilt_checkpoints(d):
+    """An interrupted search whose only saved state is truncated and whose pointer is corrupt."""
+    args = [*SEARCH, _param("run_search.epochs = 1")]
+    _write(d / "run" / "config.gin", _config_text(args))
+    state = d / "run" / "checkpoints" / "state-e0000-s000002.weights.h5"
+    _write(state, "HDF" * 50)
+    _write(state.with_name("state-e0000-s000002.json"),
+           json.dumps({"epoch": 0, "step": 2, "weights": state.name, "size": 4096, "sha256": "0" * 64}))
+    _write(d / "run" / "checkpoints" / "latest.json", '{"epoch": 0, "st')
+    return [*args, _run(d)]
+
+
 # ---------------------------------------------------------------- the corpus
 
 CASES = [
@@ -184,6 +222,40 @@ CASES = [
     Case("gin_syntax_error_in_file", "search",
          lambda d: [*SEARCH, _gin_file(d, "bad.gin", "run_search.epochs = = 3"), _run(d)],
          ("gin:", "bad.gin, line 1")),
+    # Range and meaning of every binding, before any data is read (issue 15).
+    Case("search_zero_epochs", "search", lambda d: [*SEARCH, _param("run_search.epochs = 0"), _run(d)],
+         ("run_search.epochs=0: expected an integer >= 1",)),
+    Case("search_negative_epochs", "search", lambda d: [*SEARCH, _param("run_search.epochs = -1"), _run(d)],
+         ("run_search.epochs=-1: expected an integer >= 1",)),
+    Case("search_unknown_rule", "search", lambda d: [*SEARCH, _param("run_search.rule = 'top3'"), _run(d)],
+         ("run_search.rule='top3' is not one of argmax",)),
+    Case("search_zero_batch", "search", lambda d: [*SEARCH, _param("run_search.batch_size = 0"), _run(d)],
+         ("run_search.batch_size=0: expected an integer >= 1",)),
+    Case("search_negative_seed", "search", lambda d: [*SEARCH, _param("run_search.seed = -3"), _run(d)],
+         ("run_search.seed=-3: expected an integer >= 0",)),
+    Case("search_negative_save_interval", "search",
+         lambda d: [*SEARCH, _param("run_search.save_every_steps = -5"), _run(d)],
+         ("run_search.save_every_steps=-5: expected an integer >= 0",)),
+    Case("train_bad_verbose", "train", lambda d: [*TRAIN, _param("run_train.verbose = 5"), _run(d)],
+         ("run_train.verbose=5: expected one of 'auto', 0, 1, 2",)),
+    Case("train_drop_path_one", "train", lambda d: [*TRAIN, _param("run_train.drop_path = 1.0"), _run(d)],
+         ("run_train.drop_path=1.0: expected a number in [0, 1)",)),
+    Case("checkpoints_keep_zero", "search", lambda d: [*SEARCH, _param("checkpoints.keep = 0"), _run(d)],
+         ("checkpoints.keep=0: expected an integer >= 1",)),
+    Case("train_genotype_name_typo", "train",
+         lambda d: [*TRAIN, _param("run_train.genotype = 'DARTS_V9'"), _run(d)],
+         ("'DARTS_V9' is neither a named genotype (DARTS_V1, DARTS_V2, PC_DARTS, PDARTS) nor a genotype.json",
+          "did you mean 'DARTS_V2'?")),
+    Case("experiment_unknown_flag", "experiment", lambda d: ["timing", "--bogus_flag=1", _run(d)],
+         ("Unknown command line flag 'bogus_flag'",)),
+    Case("experiment_unknown_subcommand", "experiment", lambda d: ["timingx", _run(d)],
+         ("expected one sub-command, one of timing, stability, compare; got 'timingx'",)),
+    # Faults found before any work: a run directory in use, saved states that are all spoilt.
+    Case("run_dir_in_use", "search", _run_dir_in_use,
+         ("{d}/run is in use by pid", "on host testhost", "{d}/run/.asmnas.lock")),
+    Case("checkpoints_all_spoilt", "search", _spoilt_checkpoints,
+         ("no usable saved state in {d}/run/checkpoints", "latest.json is corrupt",
+          "state-e0000-s000002.weights.h5 is truncated or changed", "to start over, delete")),
     # Genotype files handed to bin/train: refused before the data is loaded.
     Case("genotype_invalid_json", "train",
          lambda d: _train_genotype(d, text='{"cells": [,]}'),
@@ -307,7 +379,7 @@ def outcomes(request, tmp_path_factory):
 def test_corpus_size_and_unique_ids():
     ids = [case.id for case in CASES]
     assert len(ids) == len(set(ids))
-    assert len(ids) + len(SERVED) >= 24
+    assert len(ids) + len(SERVED) >= 50
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])

@@ -54,13 +54,13 @@ def _state(model_dir):
     return state["epoch"], state["step"]
 
 
-def _kill_inside_epoch(process, model_dir, epoch, timeout=600):
-    """SIGKILL `process` once it has saved a state inside `epoch` (step > 0)."""
+def _kill_inside_epoch(process, model_dir, epoch, timeout=600, signum=signal.SIGKILL, least_step=1):
+    """Send `signum` to `process` once it has saved a state inside `epoch` (step >= least_step)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         state = _state(model_dir)
-        if state and state[0] == epoch and state[1] > 0:
-            process.send_signal(signal.SIGKILL)
+        if state and state[0] == epoch and state[1] >= least_step:
+            process.send_signal(signum)
             process.wait()
             return state
         assert process.poll() is None, process.stderr.read()[-3000:]
@@ -112,3 +112,37 @@ def test_training_killed_mid_epoch_resumes_to_the_same_model(tmp_path):
     results = [json.loads((d / "results.json").read_text()) for d in (straight, killed)]
     assert results[0]["test_accuracy"] == results[1]["test_accuracy"]
     assert results[0]["test_loss"] == results[1]["test_loss"]
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_search_stopped_by_sigterm_or_resumed_past_a_spoilt_state_ends_with_the_same_genotype(tmp_path):
+    """SIGTERM: the state at that step saved, exit 143, one line; SIGKILL then the newest state
+    truncated: the rerun names it and falls back to the one before. Both end as an uninterrupted run."""
+    straight, stopped, spoilt = tmp_path / "straight", tmp_path / "stopped", tmp_path / "spoilt"
+    uninterrupted, terminated, killed = (_start(SEARCH, d) for d in (straight, stopped, spoilt))
+    # Inside epoch 0: the rest of training (at least 14 steps) is still ahead when the signal lands.
+    _kill_inside_epoch(terminated, stopped, 0, signum=signal.SIGTERM)
+    stderr = terminated.stderr.read()
+    epoch, step = _state(stopped)
+    assert terminated.returncode == 143, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1] == (
+        f"stopped by SIGTERM: the state at epoch {epoch}, step {step} is saved in {stopped}/checkpoints; "
+        f"run the same command again to resume")
+    assert "Traceback" not in stderr
+    _kill_inside_epoch(killed, spoilt, 1, least_step=2)
+    newest = json.loads((spoilt / "checkpoints" / "latest.json").read_text())
+    previous = sorted(p.name for p in (spoilt / "checkpoints").glob("state-*.weights.h5"))[0]
+    weights = spoilt / "checkpoints" / newest["weights"]
+    weights.write_bytes(weights.read_bytes()[:-1000])
+    resumed = [_start(SEARCH, d) for d in (stopped, spoilt)]
+    outputs = []
+    for process in (uninterrupted, *resumed):
+        out, err = process.communicate(timeout=900)
+        assert process.returncode == 0, err[-3000:]
+        outputs.append(out)
+    assert (f"checkpoint: {weights} is truncated or changed: {newest['size'] - 1000} bytes, its manifest says "
+            f"{newest['size']}; resuming from {previous}") in outputs[2]
+    for d in (stopped, spoilt):
+        for name in ("genotype.json", "attention.json"):
+            assert (d / name).read_bytes() == (straight / name).read_bytes(), (d, name)

@@ -18,7 +18,7 @@ EXPERIMENTS = ("timing", "stability", "compare")
 
 def _experiment(name):
     from asmnas_tf.experiments import compare, stability, timing
-    from asmnas_tf.runtime import run_dir
+    from asmnas_tf.runtime import run_dir, run_lock
     from asmnas_tf.supernet import runner  # noqa: F401  (its configurables, read by stability)
 
     model_dir = cli.require_model_dir()
@@ -27,6 +27,7 @@ def _experiment(name):
         if not os.path.isfile(config_path):
             raise run_dir.RunDirError(f"--model_dir={model_dir}: no {run_dir.CONFIG_FILE}; expected a search run")
         cli.parse_gin([config_path, *cli.FLAGS.gin_file], cli.FLAGS.gin_param)
+        run_lock.acquire(model_dir)  # the search must have ended; it writes <run>/stability/
         stability.run_stability(model_dir)
         return
     config = cli.parse_gin(cli.FLAGS.gin_file, cli.FLAGS.gin_param)

@@ -19,6 +19,9 @@ cell sees a reduction behind it. Padding is symmetric, as in PyTorch.
 Layer names say where a weight lives: `cell04_edge1to3_sep_conv_3x3`.
 """
 
+import difflib
+import os
+
 import gin
 import keras
 
@@ -57,7 +60,17 @@ def resolve_genotype(genotype, num_cells=None):
         )
     if genotype in NAMES:
         return named_genotype(genotype, num_cells or DEFAULT_NAMED_CELLS)
+    if not os.path.exists(genotype) and _looks_like_a_name(genotype):
+        close = difflib.get_close_matches(genotype.upper(), NAMES, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise GenotypeError(f"genotype {genotype!r} is neither a named genotype ({', '.join(NAMES)}) "
+                            f"nor a genotype.json file{hint}")
     return read_genotype(genotype, num_cells=num_cells)
+
+
+def _looks_like_a_name(text):
+    """No folder and no extension: meant as a named genotype, not as a path."""
+    return os.sep not in text and "." not in text
 
 
 def _conv(filters, kernel, stride, fan_in, name):

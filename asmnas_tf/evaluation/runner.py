@@ -26,7 +26,8 @@ from asmnas_tf.runtime import run_dir as rd
 from asmnas_tf.runtime.atomic_write import write_file_atomic
 from asmnas_tf.runtime import train_loop
 from asmnas_tf.runtime.callbacks import StepTimer
-from asmnas_tf.runtime.run_skeleton import (check_counts, run_callbacks, start_run, working_dir,
+from asmnas_tf.runtime.checkpoints import check_resumable, keep_states
+from asmnas_tf.runtime.run_skeleton import (check_counts, check_verbose, run_callbacks, start_run, working_dir,
                                              write_operative_config)
 from asmnas_tf.data import as_image_arrays, channel_stats, load_arrays, make_dataset
 from asmnas_tf.runtime.distribute import make_strategy
@@ -107,10 +108,12 @@ class TrainResult:
         return self.results.get("test_accuracy")
 
 
-def _check_train_arguments(epochs, batch_size, eval_batch_size, drop_path, save_every_steps):
+def _check_train_arguments(epochs, batch_size, eval_batch_size, drop_path, save_every_steps, seed, verbose):
     """Every argument checked before any data is read or file written."""
     check_counts("run_train", epochs=(epochs, 1), batch_size=(batch_size, 1),
-                 eval_batch_size=(eval_batch_size, 1), save_every_steps=(save_every_steps, 0))
+                 eval_batch_size=(eval_batch_size, 1), save_every_steps=(save_every_steps, 0), seed=(seed, 0))
+    check_verbose("run_train", verbose)
+    keep_states()  # checkpoints.keep, read when the first state is saved
     if not isinstance(drop_path, (int, float)) or isinstance(drop_path, bool) or not 0 <= drop_path < 1:
         raise UserError(f"run_train.drop_path={drop_path!r}: expected a number in [0, 1)")
 
@@ -158,10 +161,12 @@ def train(
     model.keras, results.json, normalization.json), resumed if interrupted;
     None writes nothing that outlives the call. Returns a `TrainResult`.
     """
-    _check_train_arguments(epochs, batch_size, eval_batch_size, drop_path, save_every_steps)
+    _check_train_arguments(epochs, batch_size, eval_batch_size, drop_path, save_every_steps, seed, verbose)
     completed = _completed(model_dir) if model_dir is not None else None
     if completed:
         return completed
+    if model_dir is not None:  # a spoilt saved state is found now, not after the data is read
+        check_resumable(os.path.join(model_dir, rd.CHECKPOINT_DIR))
     cells = resolve_genotype(genotype, num_cells)
     make_strategy()  # before the data: it may split the CPU into logical devices
     arrays = as_image_arrays(x, y, x_test, y_test)
@@ -249,10 +254,11 @@ def run_train(
     the training state is saved inside an epoch (`train_loop.py`). Under a
     multi-worker strategy only the chief writes and tests.
     """
-    _check_train_arguments(epochs, batch_size, eval_batch_size, drop_path, save_every_steps)
+    _check_train_arguments(epochs, batch_size, eval_batch_size, drop_path, save_every_steps, seed, verbose)
     completed = _completed(model_dir)
     if completed:
         return completed
+    check_resumable(os.path.join(model_dir, rd.CHECKPOINT_DIR))
     if genotype is None:
         raise UserError("run_train.genotype is not set: bind it to a genotype.json path or a named "
                         "genotype (DARTS_V1, DARTS_V2, PC_DARTS, PDARTS)")

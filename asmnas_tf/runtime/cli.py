@@ -47,9 +47,11 @@ import gin  # noqa: E402
 # configurable registered, and these modules hold some (load_arrays,
 # make_dataset, make_strategy) that a command's own imports may not reach.
 import asmnas_tf.data  # noqa: E402,F401
+import asmnas_tf.runtime.checkpoints  # noqa: E402,F401
 import asmnas_tf.runtime.distribute  # noqa: E402,F401
 import asmnas_tf.space.genotype  # noqa: E402,F401
 from asmnas_tf.runtime.run_dir import discard_unused_run_dirs  # noqa: E402
+from asmnas_tf.runtime.stop_signals import RunStopped  # noqa: E402
 
 # The shipped configs are package data: found in the installed package as in
 # the checkout, from any working directory.
@@ -192,6 +194,9 @@ def run(main_fn):
         # then refuse as "started with another configuration".
         discard_unused_run_dirs()
         _user_error(_one_line(error))
+    except RunStopped as stopped:  # SIGTERM / Ctrl-C while training: the state is saved
+        print(_one_line(stopped), file=sys.stderr)
+        sys.exit(stopped.exit_status)
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         sys.exit(130)

@@ -3,10 +3,13 @@
 A run directory records the gin bindings it was started with in
 `config.gin`. Running again with the same bindings resumes it; with other
 bindings it is refused, so that no result is mixed with another config's.
+The process that prepares a run directory holds its lock (`run_lock.py`)
+until it ends: a second process on it is refused.
 """
 
 import os
 from asmnas_tf.errors import UserError
+from asmnas_tf.runtime import run_lock
 from asmnas_tf.runtime.atomic_write import write_file_atomic, write_text_atomic  # noqa: F401  (callers' name)
 
 CONFIG_FILE = "config.gin"
@@ -37,21 +40,19 @@ def prepare(model_dir, config_text):
     config_path = os.path.join(model_dir, CONFIG_FILE)
     if os.path.exists(model_dir) and not os.path.isdir(model_dir):
         raise RunDirError(f"--model_dir={model_dir} exists and is not a directory")
-    if os.path.isdir(model_dir) and os.listdir(model_dir):
+    if os.path.isdir(model_dir) and _contents(model_dir):
         if not os.path.isfile(config_path):
             raise RunDirError(
                 f"--model_dir={model_dir} is not empty and holds no {CONFIG_FILE}: "
                 f"not a run directory of this tool; choose a new --model_dir"
             )
-        with open(config_path, encoding="utf-8") as f:
-            previous = f.read()
-        if previous != config_text:
-            raise RunDirError(
-                f"--model_dir={model_dir} was started with another configuration "
-                f"(see {config_path}); rerun with the same --gin_file/--gin_param to "
-                f"resume it, or choose a new --model_dir"
-            )
         _check_writable(model_dir)
+        run_lock.acquire(model_dir)  # before reading config.gin: its writer may still be at work
+        try:
+            _check_config(model_dir, config_path, config_text)
+        except RunDirError:
+            run_lock.release(model_dir)
+            raise
         return True
     new_dirs = _missing_dirs(model_dir)
     try:
@@ -60,8 +61,25 @@ def prepare(model_dir, config_text):
         raise RunDirError(f"--model_dir={model_dir} cannot be created: {error.strerror}") from None
     _CREATED.append((model_dir, new_dirs))
     _check_writable(model_dir)
+    run_lock.acquire(model_dir)
     write_text_atomic(config_path, config_text)
     return False
+
+
+def _contents(model_dir):
+    """The directory's entries but the lock (a killed run's stale lock alone is an empty run)."""
+    return [name for name in os.listdir(model_dir) if name != run_lock.LOCK_FILE]
+
+
+def _check_config(model_dir, config_path, config_text):
+    with open(config_path, encoding="utf-8") as f:
+        previous = f.read()
+    if previous != config_text:
+        raise RunDirError(
+            f"--model_dir={model_dir} was started with another configuration "
+            f"(see {config_path}); rerun with the same --gin_file/--gin_param to "
+            f"resume it, or choose a new --model_dir"
+        )
 
 
 def discard_unused_run_dirs():
@@ -76,6 +94,7 @@ def discard_unused_run_dirs():
     """
     while _CREATED:
         model_dir, new_dirs = _CREATED.pop()
+        run_lock.release(model_dir)
         try:
             if os.listdir(model_dir) == [CONFIG_FILE]:
                 os.remove(os.path.join(model_dir, CONFIG_FILE))

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from asmnas_tf.errors import UserError
 from asmnas_tf.runtime import run_dir as rd
+from asmnas_tf.runtime import run_lock
 from asmnas_tf.runtime.callbacks import HistoryCSV, LearningRateLogger, StopOnNonFiniteLoss
 from asmnas_tf.runtime.distribute import make_strategy
 from asmnas_tf.runtime.graph_options import lean_grappler_on_cpu
@@ -68,15 +69,33 @@ def check_counts(configurable, **counts):
             raise UserError(f"{configurable}.{name}={value!r}: expected an integer >= {least}")
 
 
+VERBOSE = ("auto", 0, 1, 2)  # Keras's progress modes
+
+
+def check_verbose(configurable, verbose):
+    if isinstance(verbose, bool) or verbose not in VERBOSE:
+        raise UserError(f"{configurable}.verbose={verbose!r}: expected one of {', '.join(map(repr, VERBOSE))}")
+
+
 @contextlib.contextmanager
 def working_dir(model_dir, prefix):
     """(directory, keep_files): the run directory, or a temporary one removed at the end.
 
     The Python API writes a run directory only when given one; the run still
-    needs a folder for its checkpoints while it trains.
+    needs a folder for its checkpoints while it trains. A given one is locked
+    for the block (`run_lock.py`) by the chief, the one process that writes
+    it; the command has taken the lock already (re-entrant).
     """
     if model_dir is not None:
-        yield model_dir, True
+        lock = is_chief(make_strategy())
+        if lock:
+            os.makedirs(model_dir, exist_ok=True)
+            run_lock.acquire(model_dir)
+        try:
+            yield model_dir, True
+        finally:
+            if lock:
+                run_lock.release(model_dir)
         return
     with tempfile.TemporaryDirectory(prefix=prefix) as scratch:
         yield scratch, False

@@ -11,7 +11,9 @@ TensorBoard, progress bar, ours).
 It also resumes inside an epoch. Every `save_every_steps` steps and at the
 end of every epoch the chief saves the training state (weights, optimizer
 slots and step count, BatchNorm statistics: `model.save_weights`) with the
-position (epoch, step) in `checkpoint_dir`; a restarted run loads it, creates
+position (epoch, step) in `checkpoint_dir` (`checkpoints.py`: verified,
+the last two kept); SIGTERM or Ctrl-C saves it at the current step and
+stops (`stop_signals.py`). A restarted run loads the newest good one, creates
 the data iterators of the epochs already done without reading them, which
 moves tf.data's shuffle and augmentation seeds on exactly as the first run
 did (`make_dataset` reshuffles per iterator), skips the batches of the
@@ -22,15 +24,14 @@ resumed epoch cover only its steps after the restart.
 """
 
 import contextlib
-import json
-import os
 
 import keras
 import numpy as np
 import tensorflow as tf
 from asmnas_tf.errors import UserError
 
-STATE_FILE = "latest.json"  # {"epoch", "step", "weights"}: written last, atomically
+from asmnas_tf.runtime.checkpoints import STATE_FILE, load_state, read_state, save_state  # noqa: F401
+from asmnas_tf.runtime.stop_signals import RunStopped, stop_on_signals
 
 
 class WorkerLostError(UserError):
@@ -52,33 +53,6 @@ def is_chief(strategy):
         return True
     has_chief = "chief" in resolver.cluster_spec().as_dict()
     return not has_chief and resolver.task_type == "worker" and resolver.task_id == 0
-
-
-def read_state(checkpoint_dir):
-    """(epoch, step, weights path) of the last saved state, or (0, 0, None)."""
-    path = os.path.join(checkpoint_dir, STATE_FILE)
-    if not os.path.isfile(path):
-        return 0, 0, None
-    with open(path, encoding="utf-8") as f:
-        state = json.load(f)
-    return int(state["epoch"]), int(state["step"]), os.path.join(checkpoint_dir, state["weights"])
-
-
-def save_state(model, checkpoint_dir, epoch, step):
-    """Weights to a new file, then the pointer to it (atomic), then the old file goes.
-
-    A kill at any point leaves the previous state complete and pointed to.
-    """
-    from asmnas_tf.runtime.run_dir import write_text_atomic
-
-    os.makedirs(checkpoint_dir, exist_ok=True)
-    name = f"state-e{epoch:04d}-s{step:06d}.weights.h5"
-    model.save_weights(os.path.join(checkpoint_dir, name))
-    write_text_atomic(os.path.join(checkpoint_dir, STATE_FILE),
-                      json.dumps({"epoch": epoch, "step": step, "weights": name}) + "\n")
-    for old in os.listdir(checkpoint_dir):
-        if old.startswith("state-") and old != name:
-            os.remove(os.path.join(checkpoint_dir, old))
 
 
 def _train_function(model, strategy):
@@ -136,9 +110,8 @@ def fit(model, dataset, *, epochs, strategy, checkpoint_dir, callbacks=(), save_
     (a shared folder on a cluster). `save_every_steps`: 0 saves at epoch ends
     only. `steps_per_epoch`: for the progress bar (None: unknown).
     """
-    start_epoch, start_step, weights = read_state(checkpoint_dir)
-    if weights is not None:  # the optimizers' slots exist: compile_* built them
-        model.load_weights(weights)
+    # The optimizers' slots exist (compile_* built them), so every variable loads.
+    start_epoch, start_step = load_state(model, checkpoint_dir)
     chief = is_chief(strategy)
     if verbose == "auto":
         verbose = 1
@@ -154,7 +127,7 @@ def fit(model, dataset, *, epochs, strategy, checkpoint_dir, callbacks=(), save_
     distributed = strategy.experimental_distribute_dataset(dataset.with_options(options))
     train = _train_function(model, strategy)
     model.stop_training = False
-    with _peer_loss_as_one_line(strategy, checkpoint_dir):
+    with _peer_loss_as_one_line(strategy, checkpoint_dir), stop_on_signals() as stop:
         callback_list.on_train_begin()
         for epoch in range(epochs):
             # Create every epoch's iterator, trained or not: each creation moves
@@ -174,13 +147,33 @@ def fit(model, dataset, *, epochs, strategy, checkpoint_dir, callbacks=(), save_
                 callback_list.on_train_batch_end(step, logs)
                 if chief and save_every_steps and (step + 1) % save_every_steps == 0:
                     save_state(model, checkpoint_dir, epoch, step + 1)
+                if stop.signum:
+                    _stop(model, strategy, checkpoint_dir, stop, epoch, step + 1)
                 if model.stop_training:
                     break
             if chief:  # before the callbacks: a kill inside them loses no training
                 save_state(model, checkpoint_dir, epoch + 1, 0)
             callback_list.on_epoch_end(epoch, dict(logs))
+            if stop.signum:
+                _stop(model, strategy, checkpoint_dir, stop, epoch + 1, 0)
             if model.stop_training:
                 break
         callback_list.on_train_end()
     return history
+
+
+def _stop(model, strategy, checkpoint_dir, stop, epoch, step):
+    """End training on a stop request: the state at (epoch, step) saved, then RunStopped.
+
+    Under several workers the chief cannot save alone (saving reads summed
+    variables through an all-reduce the other workers are not in), so the
+    last saved state is the one a rerun resumes from.
+    """
+    if is_multi_worker(strategy):
+        epoch, step, _ = read_state(checkpoint_dir)
+        kept = f"the last saved state (epoch {epoch}, step {step}) is in {checkpoint_dir}"
+    else:
+        save_state(model, checkpoint_dir, epoch, step)
+        kept = f"the state at epoch {epoch}, step {step} is saved in {checkpoint_dir}"
+    raise RunStopped(f"stopped by {stop.name}: {kept}; run the same command again to resume", stop.signum)
 

@@ -31,7 +31,8 @@ from asmnas_tf.runtime import run_dir as rd
 from asmnas_tf.runtime import train_loop
 from asmnas_tf.supernet.darts import DartsModel, architecture_optimizer, compile_darts
 from asmnas_tf.runtime.callbacks import StepTimer
-from asmnas_tf.runtime.run_skeleton import (check_counts, run_callbacks, start_run, working_dir,
+from asmnas_tf.runtime.checkpoints import check_resumable, keep_states
+from asmnas_tf.runtime.run_skeleton import (check_counts, check_verbose, run_callbacks, start_run, working_dir,
                                              write_operative_config)
 from asmnas_tf.data import as_image_arrays, channel_stats, load_arrays, make_dataset, split_halves
 from asmnas_tf.runtime.distribute import make_strategy
@@ -103,7 +104,7 @@ class SearchResult:
 
 
 def _check_search_arguments(method, rule, epochs, batch_size, selection_batch_size, save_every_steps,
-                            telemetry_samples, rsps_candidates, rsps_images):
+                            telemetry_samples, rsps_candidates, rsps_images, seed, verbose):
     """Every argument checked before any data is read or file written."""
     if method not in METHODS:
         raise UserError(f"run_search.method={method!r} is not one of {', '.join(METHODS)}")
@@ -112,7 +113,9 @@ def _check_search_arguments(method, rule, epochs, batch_size, selection_batch_si
     check_counts("run_search", epochs=(epochs, 1), batch_size=(batch_size, 1),
                  selection_batch_size=(selection_batch_size, 1), save_every_steps=(save_every_steps, 0),
                  telemetry_samples=(telemetry_samples, 0), rsps_candidates=(rsps_candidates, 1),
-                 rsps_images=(rsps_images, 1))
+                 rsps_images=(rsps_images, 1), seed=(seed, 0))
+    check_verbose("run_search", verbose)
+    keep_states()  # checkpoints.keep, read when the first state is saved
     if method == "rsps" and rule != "argmax":
         raise UserError(f"run_search.rule={rule!r}: RSPS samples argmax architectures (one op per edge); "
                         f"use rule 'argmax' with method 'rsps'")
@@ -169,10 +172,12 @@ def search(
     call (the checkpoints go to a temporary folder, removed at the end).
     """
     _check_search_arguments(method, rule, epochs, batch_size, selection_batch_size, save_every_steps,
-                            telemetry_samples, rsps_candidates, rsps_images)
+                            telemetry_samples, rsps_candidates, rsps_images, seed, verbose)
     completed = _completed(model_dir) if model_dir is not None else None
     if completed:
         return completed
+    if model_dir is not None:  # a spoilt saved state is found now, not after the data is read
+        check_resumable(os.path.join(model_dir, rd.CHECKPOINT_DIR))
     make_strategy()  # first: it may split the CPU into logical devices
     arrays = as_image_arrays(x, y)
     supernet_kwargs = dict(supernet_options or {}, **_given(num_cells=num_cells, channels=channels))
@@ -328,10 +333,11 @@ def run_search(
     writes; the other workers get a result with `chief=False`, no genotype.
     """
     _check_search_arguments(method, rule, epochs, batch_size, selection_batch_size, save_every_steps,
-                            telemetry_samples, rsps_candidates, rsps_images)
+                            telemetry_samples, rsps_candidates, rsps_images, seed, verbose)
     completed = _completed(model_dir)
     if completed:
         return completed
+    check_resumable(os.path.join(model_dir, rd.CHECKPOINT_DIR))
     make_strategy()  # before the data: it may split the CPU into logical devices
     return search(load_arrays(), method=method, epochs=epochs, batch_size=batch_size,
                   selection_batch_size=selection_batch_size, rule=rule, seed=seed, deterministic=deterministic,
