@@ -313,7 +313,13 @@ def random_genotype(num_cells, seed, *, rule="argmax"):
 
 
 def _fail(where, field, what, expected):
-    raise GenotypeError(f"{where}: {field}: {what} (expected {expected})")
+    # A key or value from the file may hold a newline or other control
+    # characters: escaped, so that the error stays one line (found by fuzzing).
+    raise GenotypeError(_printable(f"{where}: {field}: {what} (expected {expected})"))
+
+
+def _printable(text):
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def _too_big(path, size):
