@@ -213,9 +213,11 @@ def check_resumable(checkpoint_dir):
     checks out and still does not load), found before the data is read.
     """
     candidates, problems = _candidates(checkpoint_dir)
-    if any(_check_file(checkpoint_dir, manifest) is None for manifest, _ in candidates):
-        return
-    problems += [_check_file(checkpoint_dir, manifest) for manifest, _ in candidates]
+    for manifest, _ in candidates:
+        why = _check_file(checkpoint_dir, manifest)  # each file hashed once
+        if why is None:
+            return
+        problems.append(why)
     orphans = _orphan_weights(checkpoint_dir, candidates)
     if problems or orphans:
         _no_usable_state(checkpoint_dir, problems, orphans)
