@@ -30,6 +30,7 @@ flags.DEFINE_integer("image_channels", 3, "input channels")
 flags.DEFINE_integer("classes", 10, "classes")
 flags.DEFINE_enum("network", "supernet", ["supernet", "eval"], "which network trains")
 flags.DEFINE_string("genotype", "DARTS_V2", "eval network: genotype.json path or named genotype")
+flags.DEFINE_bool("auxiliary", True, "eval network: with the auxiliary head")
 flags.DEFINE_enum(
     "method", "asm", ["asm", "uniform", "darts1", "darts2"],
     "supernet: ASM attention mixing, fixed uniform mixing, or DARTS first / second order "
@@ -157,7 +158,8 @@ def main(argv):
             compile_supernet(model, search_optimizer(total_steps=1000))
         else:
             genotype = resolve_genotype(FLAGS.genotype, FLAGS.num_cells)
-            model = build_eval_net(genotype, shape, FLAGS.classes, channels=FLAGS.channels)
+            model = build_eval_net(genotype, shape, FLAGS.classes, channels=FLAGS.channels,
+                                       auxiliary=FLAGS.auxiliary)
             compile_eval_model(model, search_optimizer(total_steps=1000))
     build_s = time.perf_counter() - started
 

@@ -20,6 +20,7 @@ Layer names say where a weight lives: `cell04_edge1to3_sep_conv_3x3`.
 """
 
 import difflib
+import numbers
 import os
 
 import gin
@@ -139,7 +140,7 @@ def _cell(index, s0, s1, cell, channels, reduction_prev):
     return keras.layers.Concatenate(name=f"{name}_output")(outputs)
 
 
-@gin.configurable(denylist=["genotype", "input_shape", "num_classes"])
+@gin.configurable(denylist=["genotype", "input_shape", "num_classes", "check_only"])
 def build_eval_net(
     genotype,
     input_shape,
@@ -151,18 +152,22 @@ def build_eval_net(
     clipnorm=5.0,
     label_smoothing=0.0,
     stem_multiplier=3,
+    bn_momentum=None,
     name="asm_eval_net",
+    check_only=False,
 ):
     """The evaluation network of `genotype` (a Genotype: one cell per network cell).
 
     Outputs `{"logits"}` and, when `auxiliary`, `{"aux_logits"}` in training
     (see `eval_model.EvalModel`). Drop-path layers start at rate 0; the
     training run schedules them (`drop_path.DropPathSchedule`).
+    `bn_momentum`: every BatchNorm's (Keras's sense: moving = m * moving +
+    (1 - m) * batch); None keeps PyTorch's 0.1, i.e. 0.9 here. `check_only`:
+    check the arguments and return None (before any data is read).
     """
-    if stem not in STEMS:
-        raise UserError(f"Expected build_eval_net.stem in {STEMS}. Received: stem={stem!r}")
-    if channels < 2 or channels % 2:
-        raise UserError(f"Expected an even build_eval_net.channels >= 2. Received: channels={channels}")
+    _check_network_arguments(channels, stem, auxiliary, auxiliary_weight, clipnorm, label_smoothing, bn_momentum)
+    if check_only:
+        return None
     if len(input_shape) != 3:
         raise UserError(f"Expected input_shape (H, W, C). Received: input_shape={input_shape}")
     inputs = keras.Input(shape=tuple(input_shape), name="images")
@@ -192,7 +197,7 @@ def build_eval_net(
     outputs = {LOGITS: logits}
     if aux_logits is not None:
         outputs[AUX_LOGITS] = aux_logits
-    return EvalModel(
+    model = EvalModel(
         inputs=inputs,
         outputs=outputs,
         auxiliary_weight=auxiliary_weight,
@@ -200,3 +205,32 @@ def build_eval_net(
         label_smoothing=label_smoothing,
         name=name,
     )
+    if bn_momentum is not None:
+        # Set on the built layers (the ops make their own BatchNorms); Keras
+        # reads `momentum` when the step is traced, and saves it in model.keras.
+        for layer in model._flatten_layers(include_self=False):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = float(bn_momentum)
+    return model
+
+
+def _check_network_arguments(channels, stem, auxiliary, auxiliary_weight, clipnorm, label_smoothing, bn_momentum):
+    """One line naming the first bad `build_eval_net` binding and what it accepts."""
+    def number(value):
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+    if stem not in STEMS:
+        raise UserError(f"Expected build_eval_net.stem in {STEMS}. Received: stem={stem!r}")
+    if not isinstance(channels, int) or isinstance(channels, bool) or channels < 2 or channels % 2:
+        raise UserError(f"Expected an even build_eval_net.channels >= 2. Received: channels={channels!r}")
+    if not isinstance(auxiliary, bool):
+        raise UserError(f"build_eval_net.auxiliary={auxiliary!r}: expected True or False")
+    if not number(auxiliary_weight) or auxiliary_weight < 0:
+        raise UserError(f"build_eval_net.auxiliary_weight={auxiliary_weight!r}: expected a number in [0, inf)")
+    if not number(clipnorm) or clipnorm <= 0:
+        raise UserError(f"build_eval_net.clipnorm={clipnorm!r}: expected a number in (0, inf)")
+    if not number(label_smoothing) or not 0 <= label_smoothing < 1:
+        raise UserError(f"build_eval_net.label_smoothing={label_smoothing!r}: expected a number in [0, 1)")
+    if bn_momentum is not None and (not number(bn_momentum) or not 0 < bn_momentum < 1):
+        raise UserError(f"build_eval_net.bn_momentum={bn_momentum!r}: expected a number in (0, 1) "
+                        f"(Keras's momentum; PyTorch's 0.1 is 0.9), or None")

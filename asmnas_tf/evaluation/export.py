@@ -27,11 +27,13 @@ import shutil
 import tempfile
 import zipfile
 
+import gin
 import keras
 import numpy as np
 import tensorflow as tf
 
 from asmnas_tf.evaluation import builder as eval_net  # noqa: F401  (registers every layer for loading)
+from asmnas_tf.evaluation import tta
 from asmnas_tf.evaluation.model import LOGITS
 from asmnas_tf.errors import UserError
 
@@ -105,8 +107,12 @@ def _checked(images, image_shape):
         return tf.identity(images)
 
 
-def serving_function(model, info):
-    """tf.function: uint8 images [None, H, W, C] -> {probabilities, class_ids}."""
+def serving_function(model, info, test_time_augmentation=None):
+    """tf.function: uint8 images [None, H, W, C] -> {probabilities, class_ids}.
+
+    With `test_time_augmentation='flip'` the probabilities are the mean of
+    the image's and its mirror's, as the training run tested (`tta.py`).
+    """
     mean = tf.constant(np.asarray(info["mean"], np.float32))
     std = tf.constant(np.asarray(info["std"], np.float32))
     scale = float(info["scale"])
@@ -117,10 +123,13 @@ def serving_function(model, info):
     def serve(images):
         images = _checked(images, image_shape)
         x = (tf.cast(images, tf.float32) / scale - mean) / std
-        logits = model(x, training=False)[LOGITS]
+        probabilities = tf.nn.softmax(model(x, training=False)[LOGITS], axis=-1)
+        if test_time_augmentation == "flip":
+            mirrored = tf.nn.softmax(model(tta.mirrored(x), training=False)[LOGITS], axis=-1)
+            probabilities = 0.5 * (probabilities + mirrored)
         return {
-            "probabilities": tf.nn.softmax(logits, axis=-1),
-            "class_ids": tf.argmax(logits, axis=-1, output_type=tf.int64),
+            "probabilities": probabilities,
+            "class_ids": tf.argmax(probabilities, axis=-1, output_type=tf.int64),
         }
 
     return serve
@@ -146,12 +155,17 @@ def load_trained_model(model_dir):
         raise ExportError(f"{path} cannot be loaded: {error}") from None
 
 
-def export_saved_model(model_dir, model=None, info=None, destination=None):
+@gin.configurable(denylist=["model_dir", "model", "info", "destination"])
+def export_saved_model(model_dir, model=None, info=None, destination=None, test_time_augmentation=None):
     """Writes `<model_dir>/saved_model/` (or `destination`) from the trained model; returns its path.
 
     `model` and `info` (its normalization) default to the run directory's;
     given both, `model_dir` may be None (a model trained without one).
+    `test_time_augmentation`: None (one view) or 'flip' (the served
+    probabilities average the image and its mirror; only when asked for).
     """
+    tta.check_test_time_augmentation(test_time_augmentation,
+                                     binding="export_saved_model.test_time_augmentation")
     if model_dir is not None and not os.path.isdir(model_dir):
         raise ExportError(f"--model_dir={model_dir} does not exist")
     if model is None:
@@ -165,7 +179,7 @@ def export_saved_model(model_dir, model=None, info=None, destination=None):
     try:
         archive = keras.export.ExportArchive()
         archive.track(model)
-        archive.add_endpoint(SIGNATURE, serving_function(model, info))
+        archive.add_endpoint(SIGNATURE, serving_function(model, info, test_time_augmentation))
         archive.write_out(staging, verbose=False)
         _replace_directory(staging, destination)
     except BaseException:
@@ -174,20 +188,21 @@ def export_saved_model(model_dir, model=None, info=None, destination=None):
     return destination
 
 
-def export(source, destination=None):
+def export(source, destination=None, test_time_augmentation=None):
     """The Python API's export: a `TrainResult` or a run directory -> a SavedModel; returns its path.
 
     `destination`: where the SavedModel goes (default `<run dir>/saved_model`;
     required for a result trained without a run directory).
+    `test_time_augmentation`: as `export_saved_model`'s.
     """
+    options = dict(destination=destination, test_time_augmentation=test_time_augmentation)
     if isinstance(source, (str, os.PathLike)):
-        return export_saved_model(os.fspath(source), destination=destination)
+        return export_saved_model(os.fspath(source), **options)
     if source.model is None:  # an already complete run: its files hold the model
-        return export_saved_model(source.model_dir, destination=destination)
+        return export_saved_model(source.model_dir, **options)
     if destination is None and source.model_dir is None:
         raise ExportError("export: this model was trained without a run directory; pass destination=<a folder>")
-    return export_saved_model(source.model_dir, model=source.model, info=source.normalization,
-                              destination=destination)
+    return export_saved_model(source.model_dir, model=source.model, info=source.normalization, **options)
 
 
 def _replace_directory(new, destination):

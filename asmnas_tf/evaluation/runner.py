@@ -6,9 +6,12 @@
    ImageNet pipeline (`data.imagenet`). The normalisation is saved in the
    run directory for the export.
 3. Build the network (`evaluation/builder.py`), report its size (`size.json`), train it
-   with `train_loop.fit` under a `tf.distribute` strategy: SGD with coupled L2,
-   cosine or linear decay, drop-path scheduled by epoch, auxiliary loss.
-4. Test accuracy at the end, in `results.json`; the model in `model.keras`.
+   with `train_loop.fit` under a `tf.distribute` strategy: the recipe of
+   `recipe.py` (SGD with coupled L2, warm-up, cosine/linear decay, optional
+   weight average), drop-path scheduled by epoch, auxiliary loss.
+4. Test accuracy at the end (optionally with test-time augmentation,
+   `tta.py`), in `results.json`; the model in `model.keras` (the weight
+   average, when the recipe keeps one: the weights that were tested).
 
 An interrupted run resumes from its last saved state, inside an epoch
 (`train_loop.py`); a finished one (`results.json` present) is not run again.
@@ -32,31 +35,17 @@ from asmnas_tf.runtime.run_skeleton import (check_counts, check_verbose, run_cal
 from asmnas_tf.data import as_image_arrays, channel_stats, load_arrays, make_dataset
 from asmnas_tf.runtime.distribute import make_strategy
 from asmnas_tf.layers.drop_path import DropPathSchedule
-from asmnas_tf.evaluation.model import LOGITS, compile_eval_model
+from asmnas_tf.evaluation.model import compile_eval_model
+from asmnas_tf.evaluation.recipe import check_recipe, train_optimizer
+from asmnas_tf.evaluation.tta import tta_metrics
 from asmnas_tf.evaluation.builder import build_eval_net, resolve_genotype
 from asmnas_tf.evaluation.export import MODEL_FILE, normalization_info, write_normalization_info
-from asmnas_tf.runtime.inference import classification_metrics, outputs_and_labels
-from asmnas_tf.runtime.optim import CoupledSGD
 from asmnas_tf.evaluation.size_report import describe_size, size_report
 from asmnas_tf.errors import UserError
 
 RESULTS_FILE = "results.json"
 SIZE_FILE = "size.json"
-SCHEDULES = ("cosine", "linear")
 DATA_SOURCES = ("arrays", "imagenet")
-
-
-@gin.configurable(denylist=["total_steps"])
-def train_optimizer(total_steps, learning_rate=0.025, schedule="cosine", momentum=0.9, weight_decay=3e-4):
-    """SGD (PyTorch semantics, coupled L2) with cosine or linear decay to 0 per step."""
-    steps = max(int(total_steps), 1)
-    if schedule == "cosine":
-        rate = keras.optimizers.schedules.CosineDecay(learning_rate, steps, alpha=0.0)
-    elif schedule == "linear":
-        rate = keras.optimizers.schedules.PolynomialDecay(learning_rate, steps, end_learning_rate=0.0, power=1.0)
-    else:
-        raise UserError(f"train_optimizer.schedule={schedule!r} is not one of {', '.join(SCHEDULES)}")
-    return CoupledSGD(learning_rate=rate, momentum=momentum, l2=weight_decay)
 
 
 def _array_data(arrays, batch_size, eval_batch_size, seed):
@@ -108,14 +97,16 @@ class TrainResult:
         return self.results.get("test_accuracy")
 
 
-def _check_train_arguments(epochs, batch_size, eval_batch_size, drop_path, save_every_steps, seed, verbose):
-    """Every argument checked before any data is read or file written."""
+def _check_train_arguments(epochs, batch_size, eval_batch_size, drop_path, save_every_steps, seed, verbose,
+                           test_time_augmentation=None, network_options=None):
+    """Every argument and recipe binding checked before any data is read or file written."""
     check_counts("run_train", epochs=(epochs, 1), batch_size=(batch_size, 1),
                  eval_batch_size=(eval_batch_size, 1), save_every_steps=(save_every_steps, 0), seed=(seed, 0))
     check_verbose("run_train", verbose)
     keep_states()  # checkpoints.keep, read when the first state is saved
     if not isinstance(drop_path, (int, float)) or isinstance(drop_path, bool) or not 0 <= drop_path < 1:
         raise UserError(f"run_train.drop_path={drop_path!r}: expected a number in [0, 1)")
+    check_recipe(epochs, batch_size, network_options, test_time_augmentation)
 
 
 def _completed(model_dir):
@@ -143,6 +134,7 @@ def train(
     eval_batch_size=256,
     epochs=600,
     drop_path=0.2,
+    test_time_augmentation=None,
     seed=0,
     deterministic=False,
     save_every_steps=100,
@@ -156,12 +148,16 @@ def train(
     ('DARTS_V2', ...). `num_cells`: the depth (None: the genotype's).
     `channels` and `network_options` (more `build_eval_net` arguments) size
     the network; None keeps gin's binding or the paper's default (C = 36).
+    `test_time_augmentation`: None or 'flip' (`tta.py`): the reported test
+    accuracy is the mean of the image's and its mirror's probabilities.
     Data as in `search`; without a test split the result has no test
     accuracy. `model_dir`: the run directory (checkpoints, history,
     model.keras, results.json, normalization.json), resumed if interrupted;
     None writes nothing that outlives the call. Returns a `TrainResult`.
     """
-    _check_train_arguments(epochs, batch_size, eval_batch_size, drop_path, save_every_steps, seed, verbose)
+    network_kwargs = dict(network_options or {}, **({} if channels is None else {"channels": channels}))
+    _check_train_arguments(epochs, batch_size, eval_batch_size, drop_path, save_every_steps, seed, verbose,
+                           test_time_augmentation, network_kwargs)
     completed = _completed(model_dir) if model_dir is not None else None
     if completed:
         return completed
@@ -171,15 +167,15 @@ def train(
     make_strategy()  # before the data: it may split the CPU into logical devices
     arrays = as_image_arrays(x, y, x_test, y_test)
     data = _array_data(arrays, batch_size, eval_batch_size, seed)
-    network_kwargs = dict(network_options or {}, **({} if channels is None else {"channels": channels}))
     with working_dir(model_dir, "asmnas-train-") as (directory, keep_files):
-        result = _train(cells, data, directory, network_kwargs, batch_size, epochs, drop_path, seed,
-                        deterministic, save_every_steps, verbose, callbacks, keep_files)
+        result = _train(cells, data, directory, network_kwargs, batch_size, epochs, drop_path,
+                        test_time_augmentation, seed, deterministic, save_every_steps, verbose, callbacks,
+                        keep_files)
     return result if keep_files else dataclasses.replace(result, model_dir=None)
 
 
-def _train(cells, d, model_dir, network_kwargs, batch_size, epochs, drop_path, seed, deterministic,
-           save_every_steps, verbose, extra_callbacks, keep_files):
+def _train(cells, d, model_dir, network_kwargs, batch_size, epochs, drop_path, test_time_augmentation, seed,
+           deterministic, save_every_steps, verbose, extra_callbacks, keep_files):
     """The training itself, in `model_dir` (a temporary one when not `keep_files`)."""
     os.makedirs(model_dir, exist_ok=True)  # the command has prepared it; API callers may not
     strategy, chief = start_run(seed, deterministic)
@@ -193,7 +189,8 @@ def _train(cells, d, model_dir, network_kwargs, batch_size, epochs, drop_path, s
     started = time.perf_counter()
     with strategy.scope():
         model = build_eval_net(cells, d["image_shape"], d["num_classes"], **network_kwargs)
-        compile_eval_model(model, train_optimizer(total_steps=epochs * steps_per_epoch))
+        compile_eval_model(model, train_optimizer(steps_per_epoch=steps_per_epoch, epochs=epochs,
+                                                  batch_size=batch_size))
     size = size_report(model)
     if chief and keep_files:
         _write_json(os.path.join(model_dir, SIZE_FILE), size)
@@ -209,16 +206,24 @@ def _train(cells, d, model_dir, network_kwargs, batch_size, epochs, drop_path, s
                              checkpoint_dir=os.path.join(model_dir, rd.CHECKPOINT_DIR), callbacks=callbacks,
                              save_every_steps=save_every_steps, steps_per_epoch=steps_per_epoch,
                              verbose=verbose)
+    if model.optimizer.use_ema:
+        # The weight average replaces the weights, as at the end of Keras's
+        # `fit`: it is what is tested, saved and exported. The saved training
+        # state keeps both, so a resumed run finalises the same way.
+        with strategy.scope():
+            model.optimizer.finalize_variable_values(model.trainable_variables)
     if not chief:
         return TrainResult(history=history.history, model=model, model_dir=model_dir, chief=False)
     results = {"num_test": d["num_test"], "epochs": epochs, "epochs_run_now": len(history.epoch),
-               "num_cells": len(cells.cells), **size, **timer.summary()}
+               "num_cells": len(cells.cells), "weight_average": bool(model.optimizer.use_ema),
+               "test_time_augmentation": test_time_augmentation, **size, **timer.summary()}
     if d["num_test"]:
         # In this process alone: no collective ops, so the same under every strategy.
-        outputs, labels = outputs_and_labels(model, d["test"])
-        evaluation = classification_metrics(outputs[LOGITS], labels)
+        evaluation = tta_metrics(model, d["test"], test_time_augmentation)
         results.update(test_accuracy=float(evaluation["accuracy"]),
                        test_top5_accuracy=float(evaluation["top5_accuracy"]), test_loss=float(evaluation["loss"]))
+        if "single_view_accuracy" in evaluation:
+            results["test_accuracy_single_view"] = float(evaluation["single_view_accuracy"])
     results["wall_s"] = time.perf_counter() - started
     if keep_files:
         _save_model_atomic(model, os.path.join(model_dir, MODEL_FILE))
@@ -241,6 +246,7 @@ def run_train(
     eval_batch_size=256,
     epochs=600,
     drop_path=0.2,
+    test_time_augmentation=None,
     seed=0,
     deterministic=False,
     save_every_steps=100,
@@ -254,7 +260,8 @@ def run_train(
     the training state is saved inside an epoch (`train_loop.py`). Under a
     multi-worker strategy only the chief writes and tests.
     """
-    _check_train_arguments(epochs, batch_size, eval_batch_size, drop_path, save_every_steps, seed, verbose)
+    _check_train_arguments(epochs, batch_size, eval_batch_size, drop_path, save_every_steps, seed, verbose,
+                           test_time_augmentation)
     completed = _completed(model_dir)
     if completed:
         return completed
@@ -265,7 +272,8 @@ def run_train(
     if data not in DATA_SOURCES:
         raise UserError(f"run_train.data={data!r} is not one of {', '.join(DATA_SOURCES)}")
     options = dict(num_cells=num_cells, batch_size=batch_size, eval_batch_size=eval_batch_size, epochs=epochs,
-                   drop_path=drop_path, seed=seed, deterministic=deterministic, save_every_steps=save_every_steps,
+                   drop_path=drop_path, test_time_augmentation=test_time_augmentation, seed=seed,
+                   deterministic=deterministic, save_every_steps=save_every_steps,
                    verbose=verbose, callbacks=extra_callbacks, model_dir=model_dir)
     if data == "arrays":
         make_strategy()  # before the data: it may split the CPU into logical devices
@@ -273,4 +281,5 @@ def run_train(
     cells = resolve_genotype(genotype, num_cells)
     make_strategy()
     return _train(cells, _imagenet_data(batch_size, eval_batch_size, seed), model_dir, {}, batch_size, epochs,
-                  drop_path, seed, deterministic, save_every_steps, verbose, extra_callbacks, keep_files=True)
+                  drop_path, test_time_augmentation, seed, deterministic, save_every_steps, verbose,
+                  extra_callbacks, keep_files=True)

@@ -23,9 +23,13 @@ from asmnas_tf.errors import UserError
 
 @keras.saving.register_keras_serializable(package="asmnas_tf")
 class CoupledSGD(keras.optimizers.Optimizer):
-    """SGD with PyTorch momentum and coupled L2 weight decay."""
+    """SGD with PyTorch momentum (optionally Nesterov's) and coupled L2 weight decay.
 
-    def __init__(self, learning_rate=0.025, momentum=0.9, l2=3e-4, name="coupled_sgd", **kwargs):
+    Further keyword arguments are Keras's (`use_ema`, `ema_momentum`: the
+    evaluation recipe's weight average, `recipe.train_optimizer`).
+    """
+
+    def __init__(self, learning_rate=0.025, momentum=0.9, l2=3e-4, nesterov=False, name="coupled_sgd", **kwargs):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         if not 0.0 <= momentum < 1.0:
             raise UserError(f"Expected 0 <= momentum < 1. Received: momentum={momentum}")
@@ -33,6 +37,7 @@ class CoupledSGD(keras.optimizers.Optimizer):
             raise UserError(f"Expected l2 >= 0. Received: l2={l2}")
         self.momentum = momentum
         self.l2 = l2
+        self.nesterov = bool(nesterov)
 
     def build(self, variables):
         if self.built:
@@ -50,12 +55,13 @@ class CoupledSGD(keras.optimizers.Optimizer):
             gradient = gradient + ops.cast(self.l2, dtype) * variable
         buffer = self.momentums[self._get_variable_index(variable)].value
         # buf = momentum * buf + g; w -= lr * buf: PyTorch's SGD, in one kernel.
+        # Nesterov: w -= lr * (g + momentum * buf), PyTorch's nesterov=True too.
         tf.raw_ops.ResourceApplyMomentum(
             var=variable.handle, accum=buffer.handle, lr=ops.cast(learning_rate, dtype), grad=gradient,
-            momentum=ops.cast(self.momentum, dtype), use_locking=False, use_nesterov=False)
+            momentum=ops.cast(self.momentum, dtype), use_locking=False, use_nesterov=self.nesterov)
 
     def get_config(self):
-        return {**super().get_config(), "momentum": self.momentum, "l2": self.l2}
+        return {**super().get_config(), "momentum": self.momentum, "l2": self.l2, "nesterov": self.nesterov}
 
 
 @gin.configurable
