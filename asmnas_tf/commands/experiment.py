@@ -3,6 +3,7 @@
   asmnas-experiment timing    --gin_file=experiment/timing.gin --model_dir=runs/timing
   asmnas-experiment stability --model_dir=runs/search          (a finished search run)
   asmnas-experiment compare   --gin_file=experiment/compare_fashion_mnist.gin --model_dir=runs/compare
+  asmnas-experiment pipeline  --gin_file=experiment/fashion_mnist_hour.gin --model_dir=runs/hour
 
 `stability` reads the search run's own config.gin (same supernet, same data)
 and writes into <search run>/stability/; --gin_param may add bindings such
@@ -13,11 +14,11 @@ import os
 
 from asmnas_tf.runtime import cli
 
-EXPERIMENTS = ("timing", "stability", "compare")
+EXPERIMENTS = ("timing", "stability", "compare", "pipeline")
 
 
 def _experiment(name):
-    from asmnas_tf.experiments import compare, stability, timing
+    from asmnas_tf.experiments import compare, pipeline, stability, timing
     from asmnas_tf.runtime import run_dir, run_lock
     from asmnas_tf.supernet import runner  # noqa: F401  (its configurables, read by stability)
 
@@ -34,6 +35,8 @@ def _experiment(name):
     run_dir.prepare(model_dir, config)
     if name == "timing":
         timing.run_timing(model_dir)
+    elif name == "pipeline":
+        pipeline.run_pipeline(model_dir)
     else:
         compare.run_compare(model_dir)
 

@@ -155,17 +155,21 @@ def load_trained_model(model_dir):
         raise ExportError(f"{path} cannot be loaded: {error}") from None
 
 
-@gin.configurable(denylist=["model_dir", "model", "info", "destination"])
-def export_saved_model(model_dir, model=None, info=None, destination=None, test_time_augmentation=None):
+@gin.configurable(denylist=["model_dir", "model", "info", "destination", "check_only"])
+def export_saved_model(model_dir, model=None, info=None, destination=None, test_time_augmentation=None,
+                       check_only=False):
     """Writes `<model_dir>/saved_model/` (or `destination`) from the trained model; returns its path.
 
     `model` and `info` (its normalization) default to the run directory's;
     given both, `model_dir` may be None (a model trained without one).
     `test_time_augmentation`: None (one view) or 'flip' (the served
     probabilities average the image and its mirror; only when asked for).
+    `check_only`: check the bindings and return None.
     """
     tta.check_test_time_augmentation(test_time_augmentation,
                                      binding="export_saved_model.test_time_augmentation")
+    if check_only:
+        return None
     if model_dir is not None and not os.path.isdir(model_dir):
         raise ExportError(f"--model_dir={model_dir} does not exist")
     if model is None:

@@ -236,7 +236,7 @@ def _train(cells, d, model_dir, network_kwargs, batch_size, epochs, drop_path, t
                        model_dir=model_dir)
 
 
-@gin.configurable(denylist=["model_dir", "extra_callbacks"])
+@gin.configurable(denylist=["model_dir", "extra_callbacks", "check_only"])
 def run_train(
     model_dir,
     genotype=None,
@@ -252,16 +252,22 @@ def run_train(
     save_every_steps=100,
     verbose="auto",
     extra_callbacks=(),
+    check_only=False,
 ):
     """`train` on the data gin binds, in `model_dir`: the command's runner.
 
     `data`: 'arrays' (whatever `load_arrays` is bound to) or 'imagenet' (the
     streaming pipeline of `data.imagenet`). `save_every_steps`: how often
     the training state is saved inside an epoch (`train_loop.py`). Under a
-    multi-worker strategy only the chief writes and tests.
+    multi-worker strategy only the chief writes and tests. `check_only`:
+    check the bindings and return None (a pipeline does, before its search).
     """
     _check_train_arguments(epochs, batch_size, eval_batch_size, drop_path, save_every_steps, seed, verbose,
                            test_time_augmentation)
+    if data not in DATA_SOURCES:
+        raise UserError(f"run_train.data={data!r} is not one of {', '.join(DATA_SOURCES)}")
+    if check_only:
+        return None
     completed = _completed(model_dir)
     if completed:
         return completed
@@ -269,8 +275,6 @@ def run_train(
     if genotype is None:
         raise UserError("run_train.genotype is not set: bind it to a genotype.json path or a named "
                         "genotype (DARTS_V1, DARTS_V2, PC_DARTS, PDARTS)")
-    if data not in DATA_SOURCES:
-        raise UserError(f"run_train.data={data!r} is not one of {', '.join(DATA_SOURCES)}")
     options = dict(num_cells=num_cells, batch_size=batch_size, eval_batch_size=eval_batch_size, epochs=epochs,
                    drop_path=drop_path, test_time_augmentation=test_time_augmentation, seed=seed,
                    deterministic=deterministic, save_every_steps=save_every_steps,
