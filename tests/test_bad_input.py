@@ -281,7 +281,7 @@ CASES = [
     Case("experiment_unknown_flag", "experiment", lambda d: ["timing", "--bogus_flag=1", _run(d)],
          ("Unknown command line flag 'bogus_flag'",)),
     Case("experiment_unknown_subcommand", "experiment", lambda d: ["timingx", _run(d)],
-         ("expected one sub-command, one of timing, stability, compare; got 'timingx'",)),
+         ("expected one sub-command, one of timing, stability, compare, pipeline; got 'timingx'",)),
     # Faults found before any work: a run directory in use, saved states that are all spoilt.
     Case("run_dir_in_use", "search", _run_dir_in_use,
          ("{d}/run is in use by pid", "on host testhost", "{d}/run/.asmnas.lock")),

@@ -102,7 +102,7 @@ def _command(*args):
 
 
 @pytest.mark.parametrize("args,message", [
-    (("timingx", "--model_dir=x"), "expected one sub-command, one of timing, stability, compare; got 'timingx'"),
+    (("timingx", "--model_dir=x"), "expected one sub-command, one of timing, stability, compare, pipeline; got 'timingx'"),
     (("timing", "--bogus_flag=1", "--model_dir=x"), "Unknown command line flag 'bogus_flag'"),
     (("--model_dir=x",), "expected one sub-command"),
 ])
