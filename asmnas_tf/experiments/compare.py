@@ -35,14 +35,12 @@ import hashlib
 import json
 import os
 import re
-import subprocess
-import sys
 import time
 
 import gin
 
 from asmnas_tf.errors import UserError
-from asmnas_tf.experiments import statistics
+from asmnas_tf.experiments import pipeline, statistics
 from asmnas_tf.runtime import run_dir as rd
 from asmnas_tf.runtime.cli import GIN_DIR, resolve_gin_file
 from asmnas_tf.runtime.run_skeleton import check_counts
@@ -60,19 +58,11 @@ class SubRunError(UserError):
     """A search or training of the comparison failed; its own output says why."""
 
 
-def _command(script, gin_files, params, model_dir):
-    # `python -m` of this interpreter: the installed package, whatever is on PATH.
-    return [sys.executable, "-m", f"asmnas_tf.commands.{script}", *[f"--gin_file={f}" for f in gin_files],
-            *[f"--gin_param={p}" for p in params], f"--model_dir={model_dir}"]
+_command = pipeline.command  # `python -m` of this interpreter: the installed package
 
 
 def _run(command, what):
-    print(f"\n=== {what}\n$ asmnas-{command[2].rpartition('.')[2]} {' '.join(command[3:])}", flush=True)
-    started = time.perf_counter()
-    result = subprocess.run(command)
-    if result.returncode != 0:
-        raise SubRunError(f"compare: {what} failed (exit {result.returncode}); its output is above")
-    return time.perf_counter() - started
+    return pipeline.run_step(what, command, who="compare", error=SubRunError)
 
 
 def _read_json(path):

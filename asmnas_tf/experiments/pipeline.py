@@ -55,13 +55,16 @@ def command(script, gin_files, params, model_dir):
             *[f"--gin_param={p}" for p in params], f"--model_dir={model_dir}"]
 
 
-def run_step(title, args):
-    """Runs one command, printing it as a user would type it; returns its wall time (s)."""
+def run_step(title, args, who="pipeline", error=PipelineError):
+    """Runs one command, printing it as a user would type it; returns its wall time (s).
+
+    A failure raises `error` naming `who` ran it (the pipeline, a comparison).
+    """
     print(f"\n=== {title}\n$ asmnas-{args[2].rpartition('.')[2]} {' '.join(args[3:])}", flush=True)
     started = time.perf_counter()
     result = subprocess.run(args)
     if result.returncode != 0:
-        raise PipelineError(f"pipeline: {title} failed (exit {result.returncode}); its output is above")
+        raise error(f"{who}: {title} failed (exit {result.returncode}); its output is above")
     return time.perf_counter() - started
 
 
