@@ -31,6 +31,8 @@ flags.DEFINE_integer("classes", 10, "classes")
 flags.DEFINE_enum("network", "supernet", ["supernet", "eval"], "which network trains")
 flags.DEFINE_string("genotype", "DARTS_V2", "eval network: genotype.json path or named genotype")
 flags.DEFINE_bool("auxiliary", True, "eval network: with the auxiliary head")
+flags.DEFINE_bool("drop_path_layers", True,
+                  "eval network: with its DropPath layers (a training at run_train.drop_path = 0 has none)")
 flags.DEFINE_enum(
     "method", "asm", ["asm", "uniform", "darts1", "darts2"],
     "supernet: ASM attention mixing, fixed uniform mixing, or DARTS first / second order "
@@ -159,7 +161,7 @@ def main(argv):
         else:
             genotype = resolve_genotype(FLAGS.genotype, FLAGS.num_cells)
             model = build_eval_net(genotype, shape, FLAGS.classes, channels=FLAGS.channels,
-                                       auxiliary=FLAGS.auxiliary)
+                                   auxiliary=FLAGS.auxiliary, drop_path=FLAGS.drop_path_layers)
             compile_eval_model(model, search_optimizer(total_steps=1000))
     build_s = time.perf_counter() - started
 
@@ -200,6 +202,7 @@ def main(argv):
         "grappler_off": ",".join(FLAGS.grappler_off), "rewriter": ",".join(FLAGS.rewriter),
         "static_batch": FLAGS.static_batch, "lean_grappler": FLAGS.lean_grappler,
         "edge_graph": FLAGS.edge_graph,
+        "auxiliary": FLAGS.auxiliary, "drop_path_layers": FLAGS.drop_path_layers,
         "reference_update": FLAGS.reference_update,
         "trainable_tensors": len(model.trainable_weights), "params": int(model.count_params()),
         "build_s": round(build_s, 2), "first_step_s": round(first_step_s, 2),
@@ -210,7 +213,8 @@ def main(argv):
         "tensorflow": tf.__version__, "keras": keras.__version__,
     }
     keys = ["network", "num_cells", "channels", "batch", "image", "method", "precision", "xla", "grappler_off",
-            "lean_grappler", "edge_graph", "rewriter", "reference_update", "build_s",
+            "lean_grappler", "edge_graph", "auxiliary", "drop_path_layers", "rewriter", "reference_update",
+            "build_s",
             "first_step_s", "steady_step_s", "images_per_s", "peak_rss_gb"]
     print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
     print("| " + " | ".join(str(row[k]) for k in keys) + " |")

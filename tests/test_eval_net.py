@@ -190,6 +190,27 @@ def test_schedule_sets_every_layer(small_net):
     set_drop_path_rate(small_net, 0.0)
 
 
+def test_without_drop_path_layers_same_network_at_rate_zero():
+    # A training at drop-path rate 0 builds no DropPath layer: the same
+    # weights (by name) and the same outputs, training mode included.
+    genotype = from_dict(hand_genotype_dict(3), num_cells=3)
+    with_layers = build_eval_net(genotype, (8, 8, 3), 5, channels=4)
+    without = build_eval_net(genotype, (8, 8, 3), 5, channels=4, drop_path=False)
+    # Kept non-identity edges in the graph: the normal cell (cell 2) 9 - 2
+    # zero - 1 skip - node 3's two (node 3 is in no concat and feeds no
+    # node); each reduction cell 8 - 1 (its skips from nodes 0 and 1 have
+    # stride 2: FactorizedReduce, not the identity).
+    assert len(drop_path_layers(with_layers)) == 4 + 2 * 7 and drop_path_layers(without) == []
+    trainable = {w.path: w for w in with_layers.trainable_weights}
+    assert sorted(trainable) == sorted(w.path for w in without.trainable_weights)
+    for w in without.trainable_weights:
+        w.assign(trainable[w.path].numpy())
+    x = np.random.default_rng(4).normal(size=(3, 8, 8, 3)).astype("float32")
+    for training in (False, True):
+        np.testing.assert_allclose(without(x, training=training)[LOGITS].numpy(),
+                                   with_layers(x, training=training)[LOGITS].numpy(), rtol=1e-6, atol=1e-6)
+
+
 def test_aux_pool_geometry_matches_darts():
     assert aux_pool_geometry(8) == (5, 3)   # AuxiliaryHeadCIFAR
     assert aux_pool_geometry(7) == (5, 2)   # AuxiliaryHeadImageNet

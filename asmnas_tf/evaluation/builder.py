@@ -10,7 +10,9 @@ reduction cell. As DARTS `model.py` (`NetworkCIFAR`, `NetworkImageNet`):
   have stride 2; BatchNorm is affine; pools have no BN (DARTS eval OPS);
 * `zero` edges are left out; a node sums its kept edges; a node with none is
   zeros of the node's shape; the output concatenates the cell's `concat`;
-* every kept edge except the identity is followed by drop-path.
+* every kept edge except the identity is followed by drop-path (left out
+  when the training drops no path: at rate 0 its mask is a full-tensor
+  multiply forward and backward on every edge for nothing).
 
 Stems: 'cifar' is a 3x3 conv to 3C and BN. 'imagenet' is DARTS's pair for
 224x224 images (three 3x3 stride-2 convs, 224 -> 28), after which the first
@@ -27,6 +29,7 @@ import gin
 import keras
 
 from asmnas_tf.layers import op_math
+from asmnas_tf.layers.batch_norm import batch_norm
 from asmnas_tf.layers.aux_head import AuxiliaryHead
 from asmnas_tf.layers.drop_path import DropPath
 from asmnas_tf.evaluation.model import AUX_LOGITS, LOGITS, EvalModel
@@ -87,7 +90,7 @@ def _conv(filters, kernel, stride, fan_in, name):
 
 
 def _bn(name):
-    return keras.layers.BatchNormalization(momentum=op_math.BN_MOMENTUM, epsilon=op_math.BN_EPSILON, name=name)
+    return batch_norm(name)
 
 
 def _conv_bn(x, filters, stride, name):
@@ -109,7 +112,7 @@ def _stem(inputs, channels, kind, stem_multiplier):
     return s0, s1, True
 
 
-def _cell(index, s0, s1, cell, channels, reduction_prev):
+def _cell(index, s0, s1, cell, channels, reduction_prev, drop_path):
     """One evaluation cell from genotype cell `cell`."""
     name = cell_name(index)
     pre0, pre1 = cell_preprocessing(channels, True, reduction_prev, name)
@@ -123,7 +126,7 @@ def _cell(index, s0, s1, cell, channels, reduction_prev):
             where = f"{name}_{edge_name(edge.source, target)}"
             op = make_op(edge.op, channels, stride, affine=True, pool_batch_norm=False, name=f"{where}_{edge.op}")
             h = op(states[edge.source])
-            if not isinstance(op, Identity):
+            if drop_path and not isinstance(op, Identity):
                 h = DropPath(name=f"{where}_drop_path")(h)
             incoming.append(h)
         if not incoming:
@@ -140,7 +143,7 @@ def _cell(index, s0, s1, cell, channels, reduction_prev):
     return keras.layers.Concatenate(name=f"{name}_output")(outputs)
 
 
-@gin.configurable(denylist=["genotype", "input_shape", "num_classes", "check_only"])
+@gin.configurable(denylist=["genotype", "input_shape", "num_classes", "drop_path", "check_only"])
 def build_eval_net(
     genotype,
     input_shape,
@@ -153,6 +156,7 @@ def build_eval_net(
     label_smoothing=0.0,
     stem_multiplier=3,
     bn_momentum=None,
+    drop_path=True,
     name="asm_eval_net",
     check_only=False,
 ):
@@ -164,6 +168,8 @@ def build_eval_net(
     `bn_momentum`: every BatchNorm's (Keras's sense: moving = m * moving +
     (1 - m) * batch); None keeps PyTorch's 0.1, i.e. 0.9 here. `check_only`:
     check the arguments and return None (before any data is read).
+    `drop_path`: False builds no DropPath layer (a training with
+    `run_train.drop_path = 0`, which would only multiply by ones).
     """
     _check_network_arguments(channels, stem, auxiliary, auxiliary_weight, clipnorm, label_smoothing, bn_momentum)
     if check_only:
@@ -180,7 +186,7 @@ def build_eval_net(
     for index, cell in enumerate(genotype.cells):
         if cell.reduction:
             cell_channels *= 2
-        output = _cell(index, s0, s1, cell, cell_channels, reduction_prev)
+        output = _cell(index, s0, s1, cell, cell_channels, reduction_prev, drop_path)
         s0, s1 = s1, output
         reduction_prev = cell.reduction
         if auxiliary and index == aux_after:

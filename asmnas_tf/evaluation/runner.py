@@ -188,7 +188,9 @@ def _train(cells, d, model_dir, network_kwargs, batch_size, epochs, drop_path, t
 
     started = time.perf_counter()
     with strategy.scope():
-        model = build_eval_net(cells, d["image_shape"], d["num_classes"], **network_kwargs)
+        # No drop-path layers when none is dropped (`build_eval_net`).
+        model = build_eval_net(cells, d["image_shape"], d["num_classes"], drop_path=drop_path > 0,
+                               **network_kwargs)
         compile_eval_model(model, train_optimizer(steps_per_epoch=steps_per_epoch, epochs=epochs,
                                                   batch_size=batch_size))
     size = size_report(model)

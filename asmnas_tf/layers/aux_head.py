@@ -18,6 +18,7 @@ import keras
 from keras import ops
 
 from asmnas_tf.layers import op_math
+from asmnas_tf.layers.batch_norm import batch_norm
 from asmnas_tf.errors import UserError
 from asmnas_tf.names import STEMS
 
@@ -86,4 +87,4 @@ class AuxiliaryHead(keras.layers.Layer):
 
 
 def _bn(name):
-    return keras.layers.BatchNormalization(momentum=op_math.BN_MOMENTUM, epsilon=op_math.BN_EPSILON, name=name)
+    return batch_norm(name)

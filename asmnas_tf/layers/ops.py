@@ -10,6 +10,7 @@ import keras
 from keras import ops
 
 from asmnas_tf.layers import op_math
+from asmnas_tf.layers.batch_norm import batch_norm
 from asmnas_tf.space.primitives import PRIMITIVES
 from asmnas_tf.errors import UserError
 
@@ -17,13 +18,7 @@ _register = keras.saving.register_keras_serializable(package="asmnas_tf")
 
 
 def _batch_norm(affine, name):
-    return keras.layers.BatchNormalization(
-        momentum=op_math.BN_MOMENTUM,
-        epsilon=op_math.BN_EPSILON,
-        center=affine,
-        scale=affine,
-        name=name,
-    )
+    return batch_norm(name, affine)
 
 
 def _strided_shape(input_shape, stride, channels):

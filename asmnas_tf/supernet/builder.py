@@ -18,6 +18,7 @@ import keras
 from keras import ops
 
 from asmnas_tf.layers import op_math
+from asmnas_tf.layers.batch_norm import batch_norm
 from asmnas_tf.layers.alphas import ArchitectureParameters
 from asmnas_tf.layers.path_sampler import PathSampler
 from asmnas_tf.supernet.darts import ARCHITECTURE, DartsModel
@@ -40,10 +41,7 @@ def _stem(inputs, channels):
         kernel_initializer=op_math.torch_uniform(9 * inputs.shape[-1]),
         name="stem_conv",
     )
-    bn = keras.layers.BatchNormalization(
-        momentum=op_math.BN_MOMENTUM, epsilon=op_math.BN_EPSILON, name="stem_bn"
-    )
-    return bn(conv(inputs))
+    return batch_norm("stem_bn")(conv(inputs))
 
 
 def _cell(index, s0, s1, channels, reduction, reduction_prev, hidden_units, mixing, alpha=None, attention_options=None):
