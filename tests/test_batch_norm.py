@@ -27,6 +27,7 @@ def test_training_outputs_gradients_and_moving_statistics_match_keras(affine):
     keras_bn, fused = _pair(affine, momentum=0.7)
     x = tf.constant(np.random.default_rng(1).normal(2.0, 3.0, (4, 5, 6, 3)).astype("float32"))
     upstream = tf.constant(np.random.default_rng(2).normal(size=(4, 5, 6, 3)).astype("float32"))
+    initial = [w.numpy() for w in fused.non_trainable_weights]
     results = []
     for layer in (keras_bn, fused):
         with tf.GradientTape() as tape:
@@ -42,7 +43,6 @@ def test_training_outputs_gradients_and_moving_statistics_match_keras(affine):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
     # moving = 0.7 * moving + 0.3 * batch statistic, the variance biased (Keras's).
     batch = x.numpy().reshape(-1, 3)
-    initial = [w.numpy() for w in _pair(affine)[1].non_trainable_weights]
     expected = [0.7 * initial[0] + 0.3 * batch.mean(0), 0.7 * initial[1] + 0.3 * batch.var(0)]
     for got, keras_value, numpy_value in zip(stats_f, stats_k, expected):
         np.testing.assert_allclose(got, keras_value, rtol=1e-5)

@@ -89,15 +89,11 @@ def _conv(filters, kernel, stride, fan_in, name):
     )
 
 
-def _bn(name):
-    return batch_norm(name)
-
-
 def _conv_bn(x, filters, stride, name):
     """3x3 conv, padding 1 on each side (PyTorch's), no bias; then BN."""
     x = keras.layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
     x = _conv(filters, 3, stride, x.shape[-1], f"{name}_conv")(x)
-    return _bn(f"{name}_bn")(x)
+    return batch_norm(f"{name}_bn")(x)
 
 
 def _stem(inputs, channels, kind, stem_multiplier):

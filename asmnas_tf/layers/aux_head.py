@@ -44,8 +44,8 @@ class AuxiliaryHead(keras.layers.Layer):
         self.num_classes = num_classes
         self.kind = kind
         self.conv1 = None
-        self.bn1 = _bn("bn1")
-        self.bn2 = _bn("bn2") if kind == "cifar" else None
+        self.bn1 = batch_norm("bn1")
+        self.bn2 = batch_norm("bn2") if kind == "cifar" else None
         self.conv2 = keras.layers.Conv2D(
             768, 2, use_bias=False, kernel_initializer=op_math.torch_uniform(128 * 4), name="conv2"
         )
@@ -84,7 +84,3 @@ class AuxiliaryHead(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes, "kind": self.kind}
-
-
-def _bn(name):
-    return batch_norm(name)

@@ -10,15 +10,11 @@ import keras
 from keras import ops
 
 from asmnas_tf.layers import op_math
-from asmnas_tf.layers.batch_norm import batch_norm
+from asmnas_tf.layers.batch_norm import batch_norm as make_batch_norm  # Pool3x3 has a `batch_norm` flag
 from asmnas_tf.space.primitives import PRIMITIVES
 from asmnas_tf.errors import UserError
 
 _register = keras.saving.register_keras_serializable(package="asmnas_tf")
-
-
-def _batch_norm(affine, name):
-    return batch_norm(name, affine)
 
 
 def _strided_shape(input_shape, stride, channels):
@@ -66,7 +62,7 @@ class FactorizedReduce(keras.layers.Layer):
             raise UserError(f"Expected an even channels >= 2. Received: channels={channels}")
         self.channels = channels
         self.affine = affine
-        self.bn = _batch_norm(affine, "bn")
+        self.bn = make_batch_norm("bn", affine)
 
     def build(self, input_shape):
         c_in = input_shape[-1]
@@ -101,7 +97,7 @@ class Pool3x3(keras.layers.Layer):
         self.stride = stride
         self.batch_norm = batch_norm
         self.affine = affine
-        self.bn = _batch_norm(affine, "bn") if batch_norm else None
+        self.bn = make_batch_norm("bn", affine) if batch_norm else None
 
     def build(self, input_shape):
         if self.bn is not None:
@@ -137,7 +133,7 @@ class DilConv(keras.layers.Layer):
         self.stride = stride
         self.dilation = dilation
         self.affine = affine
-        self.bn = _batch_norm(affine, "bn")
+        self.bn = make_batch_norm("bn", affine)
 
     def build(self, input_shape):
         c_in, k = input_shape[-1], self.kernel_size
@@ -204,7 +200,7 @@ class ReLUConvBN(keras.layers.Layer):
         super().__init__(**kwargs)
         self.channels = channels
         self.affine = affine
-        self.bn = _batch_norm(affine, "bn")
+        self.bn = make_batch_norm("bn", affine)
 
     def build(self, input_shape):
         c_in = input_shape[-1]
