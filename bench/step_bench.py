@@ -39,7 +39,8 @@ flags.DEFINE_enum(
     "(a DARTS step = architecture step + weight step, timed through architect.step_functions)",
 )
 flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"], "Keras dtype policy")
-flags.DEFINE_bool("xla", False, "jit_compile the step: not with train_loop (see bench/README.md)")
+flags.DEFINE_bool("xla", False, "XLA-compile the step (train_loop's jit_compile, as jit_compile_step.enabled); "
+                  "one replica only; on a CPU it was measured slower (bench/README.md)")
 flags.DEFINE_list(
     "grappler_off", [],
     "Grappler passes to turn off for this run (tf.config.optimizer.set_experimental_options), e.g. "
@@ -97,7 +98,7 @@ def _time_darts(model, x, y, strategy):
 
     b = FLAGS.batch
     batch = ((tf.constant(x[:b]), tf.constant(y[:b])), (tf.constant(x[b:2 * b]), tf.constant(y[b:2 * b])))
-    functions = step_functions(model, strategy)
+    functions = step_functions(model, strategy, jit_compile=FLAGS.xla)
     halves = {"architecture": [], "weight": []}
     for _ in range(FLAGS.steps + 1):
         for name in ("architecture", "weight"):
@@ -127,9 +128,6 @@ def main(argv):
     from asmnas_tf.supernet.model import compile_supernet
     from asmnas_tf.supernet.builder import build_supernet
 
-    if FLAGS.xla:
-        raise app.UsageError("--xla: train_loop's step is not jit-compiled; on this CPU XLA made a "
-                             "supernet step 8x slower (issue 5), so it is not offered")
     if FLAGS.reference_update:
         import reference_update
 
@@ -191,7 +189,7 @@ def main(argv):
         with tempfile.TemporaryDirectory() as checkpoints:
             fit_started = time.perf_counter()
             train_loop.fit(model, data, epochs=1, strategy=strategy, checkpoint_dir=checkpoints,
-                           callbacks=[Timer()], verbose=0)
+                           callbacks=[Timer()], verbose=0, jit_compile=FLAGS.xla)
         first_step_s = ends[0][1] - fit_started
         steady = float(np.median([end - begin for begin, end in ends[1:]]))
     row = {

@@ -44,12 +44,3 @@ def test_step_bench_asm_and_darts2_rows(tmp_path):
     # The DARTS supernet: alpha instead of the attention modules.
     assert darts["params"] == build_supernet((8, 8, 1), 10, num_cells=2, channels=4, mixing="alpha").count_params()
     assert darts["params"] < asm["params"]
-
-
-def test_step_bench_refuses_xla_in_one_line(tmp_path):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    done = subprocess.run([sys.executable, STEP_BENCH, "--xla", f"--results={tmp_path / 'r.jsonl'}"],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode != 0
-    assert "--xla" in done.stderr and "Traceback" not in done.stderr
-    assert not (tmp_path / "r.jsonl").exists()

@@ -18,6 +18,7 @@ import tensorflow as tf
 from keras import ops
 
 from asmnas_tf.runtime.grad_clip import clip_by_global_norm
+from asmnas_tf.runtime.precision import loss_scale, loss_scaling
 from asmnas_tf.errors import UserError
 from asmnas_tf.names import AUX_LOGITS, LOGITS  # noqa: F401  (importers use them from here too)
 
@@ -83,8 +84,11 @@ class EvalModel(keras.Model):
             # itself): 1 / replicas makes the optimizer's SUM all-reduce of
             # the replicas' gradients the gradient of the global batch mean.
             scaled_loss = loss / tf.distribute.get_strategy().num_replicas_in_sync
+            # Times the loss scale under mixed float16 (`precision.py`), else as is.
+            tape_loss = self.optimizer.scale_loss(scaled_loss)
         variables = self.trainable_variables
-        gradients, _ = clip_by_global_norm(tape.gradient(scaled_loss, variables), self.clipnorm)
+        gradients, _ = clip_by_global_norm(tape.gradient(tape_loss, variables), self.clipnorm,
+                                           loss_scale(self.optimizer))
         self.optimizer.apply_gradients(zip(gradients, variables))
         return self._update_metrics(y, logits, loss)
 
@@ -103,7 +107,10 @@ class EvalModel(keras.Model):
 
 
 def compile_eval_model(model, optimizer):
-    """Attach the optimizer and build its slots now: one trace of the train step, not two."""
-    model.compile(optimizer=optimizer)
-    optimizer.build(model.trainable_variables)
+    """Attach the optimizer and build its slots now: one trace of the train step, not two.
+
+    Under mixed float16 the optimizer is wrapped in loss scaling (`precision.py`).
+    """
+    model.compile(optimizer=loss_scaling(optimizer))
+    model.optimizer.build(model.trainable_variables)
     return model

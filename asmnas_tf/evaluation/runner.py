@@ -36,6 +36,7 @@ from asmnas_tf.data import as_image_arrays, channel_stats, load_arrays, make_dat
 from asmnas_tf.runtime.distribute import make_strategy
 from asmnas_tf.layers.drop_path import DropPathSchedule
 from asmnas_tf.evaluation.model import compile_eval_model
+from asmnas_tf.runtime.precision import inner_optimizer, precision_policy
 from asmnas_tf.evaluation.recipe import check_recipe, train_optimizer
 from asmnas_tf.evaluation.tta import tta_metrics
 from asmnas_tf.evaluation.builder import build_eval_net, resolve_genotype
@@ -104,6 +105,8 @@ def _check_train_arguments(epochs, batch_size, eval_batch_size, drop_path, save_
                  eval_batch_size=(eval_batch_size, 1), save_every_steps=(save_every_steps, 0), seed=(seed, 0))
     check_verbose("run_train", verbose)
     keep_states()  # checkpoints.keep, read when the first state is saved
+    precision_policy()  # its binding checked now, set by start_run
+    train_loop.jit_compile_step()  # checked now, read by train_loop.fit
     if not isinstance(drop_path, (int, float)) or isinstance(drop_path, bool) or not 0 <= drop_path < 1:
         raise UserError(f"run_train.drop_path={drop_path!r}: expected a number in [0, 1)")
     check_recipe(epochs, batch_size, network_options, test_time_augmentation)
@@ -164,7 +167,7 @@ def train(
     if model_dir is not None:  # a spoilt saved state is found now, not after the data is read
         check_resumable(os.path.join(model_dir, rd.CHECKPOINT_DIR))
     cells = resolve_genotype(genotype, num_cells)
-    make_strategy()  # before the data: it may split the CPU into logical devices
+    train_loop.check_jit_compile(make_strategy())  # before the data: it may split the CPU into logical devices
     arrays = as_image_arrays(x, y, x_test, y_test)
     data = _array_data(arrays, batch_size, eval_batch_size, seed)
     with working_dir(model_dir, "asmnas-train-") as (directory, keep_files):
@@ -208,16 +211,17 @@ def _train(cells, d, model_dir, network_kwargs, batch_size, epochs, drop_path, t
                              checkpoint_dir=os.path.join(model_dir, rd.CHECKPOINT_DIR), callbacks=callbacks,
                              save_every_steps=save_every_steps, steps_per_epoch=steps_per_epoch,
                              verbose=verbose)
-    if model.optimizer.use_ema:
+    optimizer = inner_optimizer(model.optimizer)  # the slots and the average (`precision.py`)
+    if optimizer.use_ema:
         # The weight average replaces the weights, as at the end of Keras's
         # `fit`: it is what is tested, saved and exported. The saved training
         # state keeps both, so a resumed run finalises the same way.
         with strategy.scope():
-            model.optimizer.finalize_variable_values(model.trainable_variables)
+            optimizer.finalize_variable_values(model.trainable_variables)
     if not chief:
         return TrainResult(history=history.history, model=model, model_dir=model_dir, chief=False)
     results = {"num_test": d["num_test"], "epochs": epochs, "epochs_run_now": len(history.epoch),
-               "num_cells": len(cells.cells), "weight_average": bool(model.optimizer.use_ema),
+               "num_cells": len(cells.cells), "weight_average": bool(optimizer.use_ema),
                "test_time_augmentation": test_time_augmentation, **size, **timer.summary()}
     if d["num_test"]:
         # In this process alone: no collective ops, so the same under every strategy.
@@ -282,7 +286,7 @@ def run_train(
                    deterministic=deterministic, save_every_steps=save_every_steps,
                    verbose=verbose, callbacks=extra_callbacks, model_dir=model_dir)
     if data == "arrays":
-        make_strategy()  # before the data: it may split the CPU into logical devices
+        train_loop.check_jit_compile(make_strategy())  # before the data: it may split the CPU into logical devices
         return train(genotype, load_arrays(), **options)
     cells = resolve_genotype(genotype, num_cells)
     make_strategy()

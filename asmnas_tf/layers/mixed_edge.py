@@ -111,6 +111,48 @@ def _batch_norm_train(y):
     return out, mean, variance
 
 
+def _inverse_std(y, variance):
+    """1 / sqrt(biased variance + eps) per channel: what the training BN divided y by.
+
+    `variance` as `_batch_norm_train` returns it (unbiased for the fused op).
+    """
+    if y.dtype != tf.float64:
+        count = tf.cast(tf.shape(y)[0] * y.shape[1] * y.shape[2], variance.dtype)
+        variance = variance * ((count - 1.0) / count)
+    return tf.math.rsqrt(variance + op_math.BN_EPSILON)
+
+
+@tf.custom_gradient
+def _mix_normalized(y, raw, mean, inverse_std, a):
+    """Eq. 4.2 over the C-channel blocks of y = BN(raw): sum_k a_k y_k, y not kept for the backward.
+
+    The coefficients' gradient is sum_{h,w,c} g y_k per sample; autodiff
+    would keep every y_k (each op's output after its BatchNorm) of every
+    edge alive until the backward: at the paper's size ~1 GB that uniform
+    mixing does not hold. Here it is computed from the BatchNorm's input
+    `raw`, which BN's own gradient keeps anyway, and the batch statistics:
+    sum_c inverse_std_kc (sum_hw g raw_k - mean_kc sum_hw g). `raw`, `mean`
+    and `inverse_std` only rebuild y: their gradient goes through y's
+    (a_k g), into BN's backward.
+    """
+    blocks = a.shape[3]
+    channels = y.shape[-1] // blocks
+    mixed = tf.reduce_sum(_blocks(y, channels) * a, axis=3)
+    y_shape = tf.shape(y)  # taken here: a Shape op in the backward would keep y alive
+
+    def gradient(g):
+        g_blocks = g[:, :, :, None, :]
+        sums = tf.reduce_sum(_blocks(raw, channels) * g_blocks, axis=[1, 2])  # [B, n, C]
+        total = tf.reduce_sum(g, axis=[1, 2])[:, None, :]  # [B, 1, C]
+        mean_blocks = tf.reshape(mean, [blocks, channels])
+        scale_blocks = tf.reshape(inverse_std, [blocks, channels])
+        grad_a = tf.reduce_sum(scale_blocks * (sums - mean_blocks * total), axis=-1)
+        grad_y = tf.reshape(g_blocks * a, y_shape)
+        return grad_y, None, None, None, tf.reshape(grad_a, [-1, 1, 1, blocks, 1])
+
+    return mixed, gradient
+
+
 def _blocks(y, channels):
     """[B, H, W, n * C] -> [B, H, W, n, C]: one block per op."""
     spatial = [tf.shape(y)[i] if y.shape[i] is None else y.shape[i] for i in (1, 2)]
@@ -163,9 +205,10 @@ def _op_outputs(spec, x, w, moving_mean, moving_variance):
 
     def batch_norm(y, slots):  # BatchNorm(affine=False) of y, whose channel blocks are `slots`
         if training:
-            y, mean, variance = _batch_norm_train(y)
+            normed, mean, variance = _batch_norm_train(y)
             stats.append((mean, variance))
-            return y
+            recompute.append((y, mean, _inverse_std(y, variance)))
+            return normed
         index = [bn_slots.index(slot) for slot in slots]
         mean = tf.reshape(tf.gather(moving_mean, index), [-1])
         variance = tf.reshape(tf.gather(moving_variance, index), [-1])
@@ -180,6 +223,7 @@ def _op_outputs(spec, x, w, moving_mean, moving_variance):
     if s == 2:
         first += op_math.factorized_reduce_halves(relu_x, w["skip_even"], w["skip_odd"])
     stats = []
+    recompute = []  # (raw, mean, inverse std) of each BN stage, in training
     raw1 = tf.concat(first, axis=-1)
     normed = batch_norm(raw1, _stage1(s))
     split1 = [2 * c, normed.shape[-1] - 2 * c]
@@ -193,7 +237,13 @@ def _op_outputs(spec, x, w, moving_mean, moving_variance):
     tail = [x] if s == 1 else []
     groups = [final1, final2] + tail
     pre_bn_groups = [tf.split(raw1, split1, axis=-1)[1], raw2] + tail
-    return groups, pre_bn_groups, _OUTPUT_ORDER[s], stats
+    # What rebuilds each group from its BN input (`_mix_normalized`); x is not normalised.
+    sources = None
+    if training:
+        (raw, mean, inverse_std), stage2 = recompute
+        sources = [(pre_bn_groups[0], *(tf.split(t, split1)[1] for t in (mean, inverse_std))), stage2]
+        sources += [None] * len(tail)
+    return groups, pre_bn_groups, _OUTPUT_ORDER[s], stats, sources
 
 
 def _embedding(spec, groups, pre_bn_groups, order):
@@ -213,7 +263,7 @@ def _edge_forward(spec, x, kernel, moving_mean, moving_variance, alpha, replacem
     """
     w = _unpack(kernel, _pieces(spec))
     c = spec.channels
-    groups, pre_bn_groups, order, stats = _op_outputs(spec, x, w, moving_mean, moving_variance)
+    groups, pre_bn_groups, order, stats, sources = _op_outputs(spec, x, w, moving_mean, moving_variance)
 
     if spec.mixing == "attention":
         coeffs = attention.coefficients(_embedding(spec, groups, pre_bn_groups, order), w)
@@ -235,9 +285,17 @@ def _edge_forward(spec, x, kernel, moving_mean, moving_variance, alpha, replacem
     # eq. 4.2, per block: sum_k a_k y_k.
     a = tf.matmul(tf.cast(coeffs, x.dtype), _permutation(order, False, x.dtype))
     a = tf.split(tf.reshape(a, [-1, 1, 1, len(order), 1]), [y.shape[-1] // c for y in groups], axis=3)
+    # Trained coefficients (attention, alpha) take their gradient from the BN
+    # inputs (`_mix_normalized`); fixed ones (uniform, path) need none. In
+    # float16 / bfloat16 the difference of two sums it takes would lose
+    # digits that autodiff's product keeps: plain autodiff there.
+    trained = spec.training and spec.mixing in ("attention", "alpha") and x.dtype in (tf.float32, tf.float64)
     mixed = None
-    for y, a_y in zip(groups, a):
-        term = tf.reduce_sum(_blocks(y, c) * a_y, axis=3)
+    for y, a_y, source in zip(groups, a, sources or [None] * len(groups)):
+        if trained and source is not None:
+            term = _mix_normalized(y, *source, a_y)
+        else:
+            term = tf.reduce_sum(_blocks(y, c) * a_y, axis=3)
         mixed = term if mixed is None else mixed + term
     if not spec.training:
         return mixed, coeffs
@@ -423,7 +481,7 @@ class MixedEdge(keras.layers.Layer):
         """
         spec = self._spec(training)
         w = _unpack(ops.cast(self.kernel, self.compute_dtype), self.pieces)
-        groups, pre_bn_groups, order, _ = _op_outputs(
+        groups, pre_bn_groups, order, _, _ = _op_outputs(
             spec, tf.convert_to_tensor(x), w, tf.convert_to_tensor(self.moving_mean),
             tf.convert_to_tensor(self.moving_variance))
         return {source: _embedding(spec._replace(embedding=source), groups, pre_bn_groups, order)

@@ -29,15 +29,26 @@ def all_reduce_sum(tensors):
     return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, tensors)
 
 
-def clip_by_global_norm(gradients, clipnorm):
+def clip_by_global_norm(gradients, clipnorm, loss_scale=None):
     """Returns (this replica's gradients, clipped; squared norm of the global gradient).
 
     torch.nn.utils.clip_grad_norm_: scale by clipnorm / (norm + 1e-6) when
     that is below 1. The squared norm is the quantity of the paper's
     convergence bound (eq. 4.22).
+
+    `loss_scale`: the gradients are of the loss times this (mixed float16,
+    `precision.py`): the clip and the returned norm are the unscaled
+    gradient's, and the clipped gradients keep the scale, which the
+    `LossScaleOptimizer` divides out. A non-finite norm makes every
+    replica's gradients NaN, so that the wrapper skips the step on all of
+    them (it checks only the first replica's share).
     """
     global_gradients = all_reduce_sum(gradients)
     # One L2Loss (sum(g^2) / 2) per tensor and one AddN: fewer ops to trace (issue 5).
     norm_sq = 2.0 * tf.add_n([tf.nn.l2_loss(g) for g in global_gradients])
+    if loss_scale is not None:
+        norm_sq = norm_sq / ops.square(ops.cast(loss_scale, norm_sq.dtype))
     scale = ops.minimum(1.0, clipnorm / (ops.sqrt(norm_sq) + 1e-6))
+    if loss_scale is not None:
+        scale = ops.where(ops.isfinite(norm_sq), scale, float("nan"))
     return [g * ops.cast(scale, g.dtype) for g in gradients], norm_sq

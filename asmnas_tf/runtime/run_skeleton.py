@@ -22,7 +22,8 @@ from asmnas_tf.runtime import run_lock
 from asmnas_tf.runtime.callbacks import HistoryCSV, LearningRateLogger, StopOnNonFiniteLoss
 from asmnas_tf.runtime.distribute import make_strategy
 from asmnas_tf.runtime.graph_options import lean_grappler_on_cpu
-from asmnas_tf.runtime.train_loop import is_chief
+from asmnas_tf.runtime.precision import apply_precision_policy
+from asmnas_tf.runtime.train_loop import check_jit_compile, is_chief
 
 
 def seed_everything(seed, deterministic):
@@ -33,9 +34,11 @@ def seed_everything(seed, deterministic):
 
 
 def start_run(seed, deterministic):
-    """(strategy, chief) of this process, Grappler set, everything seeded."""
+    """(strategy, chief) of this process, Grappler set, the precision policy set, everything seeded."""
     strategy = make_strategy()
+    check_jit_compile(strategy)  # XLA with several replicas: refused before the data is read
     lean_grappler_on_cpu()
+    apply_precision_policy()
     seed_everything(seed, deterministic)
     return strategy, is_chief(strategy)
 

@@ -25,6 +25,7 @@ resumed epoch cover only its steps after the restart.
 
 import contextlib
 
+import gin
 import keras
 import numpy as np
 import tensorflow as tf
@@ -55,10 +56,40 @@ def is_chief(strategy):
     return not has_chief and resolver.task_type == "worker" and resolver.task_id == 0
 
 
-def _train_function(model, strategy):
+@gin.configurable
+def jit_compile_step(enabled=False):
+    """Whether the train step is compiled by XLA (`tf.function(jit_compile=True)`), as Keras's `jit_compile`.
+
+    Off by default: on a 2-core CPU XLA made the supernet's first step 332 s
+    and its step 8x slower (bench/README.md); on a GPU it is `bench/gpu.sh`'s
+    to measure. One replica only: the clip's and the optimizer's all-reduce
+    do not compile.
+    """
+    if not isinstance(enabled, bool):
+        raise UserError(f"jit_compile_step.enabled={enabled!r}: expected True or False")
+    return enabled
+
+
+def check_jit_compile(strategy, jit_compile=None):
+    """Refuses XLA with more than one replica, in one line, before any work."""
+    jit_compile = jit_compile_step() if jit_compile is None else jit_compile
+    if jit_compile and strategy.num_replicas_in_sync > 1:
+        raise UserError(f"jit_compile_step.enabled=True needs one replica; this strategy has "
+                        f"{strategy.num_replicas_in_sync}")
+    return jit_compile
+
+
+def replica_step(step, jit_compile=False):
+    """A replica's step (what `strategy.run` runs), XLA-compiled with `jit_compile`, as Keras's `fit` does it."""
+    return tf.function(step, jit_compile=True) if jit_compile else step
+
+
+def _train_function(model, strategy, jit_compile=False):
+    step = replica_step(model.train_step, jit_compile)
+
     @tf.function
     def train(batch):
-        logs = strategy.run(model.train_step, args=(batch,))
+        logs = strategy.run(step, args=(batch,))
         # Metric results are equal on every replica; MEAN over axis None is a
         # plain all-reduce that every strategy supports.
         return {k: strategy.reduce("MEAN", v, axis=None) for k, v in logs.items()}
@@ -103,13 +134,15 @@ def _python_logs(logs):
 
 
 def fit(model, dataset, *, epochs, strategy, checkpoint_dir, callbacks=(), save_every_steps=0,
-        steps_per_epoch=None, verbose="auto"):
+        steps_per_epoch=None, verbose="auto", jit_compile=None):
     """Train `model` on `dataset` (one pass per epoch); returns a keras History.
 
     `checkpoint_dir`: where the chief saves and every worker reads the state
     (a shared folder on a cluster). `save_every_steps`: 0 saves at epoch ends
     only. `steps_per_epoch`: for the progress bar (None: unknown).
+    `jit_compile`: XLA for the step; None reads `jit_compile_step` (gin).
     """
+    jit_compile = check_jit_compile(strategy, jit_compile)
     # The optimizers' slots exist (compile_* built them), so every variable loads.
     start_epoch, start_step = load_state(model, checkpoint_dir)
     chief = is_chief(strategy)
@@ -125,7 +158,7 @@ def fit(model, dataset, *, epochs, strategy, checkpoint_dir, callbacks=(), save_
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     distributed = strategy.experimental_distribute_dataset(dataset.with_options(options))
-    train = _train_function(model, strategy)
+    train = _train_function(model, strategy, jit_compile)
     model.stop_training = False
     with _peer_loss_as_one_line(strategy, checkpoint_dir), stop_on_signals() as stop:
         callback_list.on_train_begin()

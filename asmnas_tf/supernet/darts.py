@@ -33,6 +33,8 @@ from keras import ops
 
 from asmnas_tf.runtime.grad_clip import all_reduce_sum, unscale_loss
 from asmnas_tf.runtime.optim import CoupledSGD
+from asmnas_tf.runtime.precision import inner_optimizer, loss_scale, loss_scaling
+from asmnas_tf.runtime.train_loop import replica_step
 from asmnas_tf.supernet.model import LOGITS, SupernetModel
 from asmnas_tf.errors import UserError
 
@@ -101,6 +103,13 @@ def architecture_optimizer(learning_rate=3e-4, beta_1=0.5, beta_2=0.999, weight_
     return CoupledAdam(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, l2=weight_decay)
 
 
+def _unscaled(tensors, scale):
+    """`tensors` divided by the loss scale (as they are without one)."""
+    if scale is None:
+        return tensors
+    return [t / ops.cast(scale, t.dtype) for t in tensors]
+
+
 def _global_norm(tensors):
     return ops.sqrt(ops.sum(ops.stack([ops.sum(ops.square(t)) for t in tensors])))
 
@@ -128,8 +137,9 @@ class DartsModel(SupernetModel):
         if not isinstance(optimizer, CoupledSGD):
             # The virtual step of the second order reads its momentum and L2.
             raise UserError(f"Expected a CoupledSGD weight optimizer. Received: {type(optimizer).__name__}")
-        super().compile(optimizer=optimizer, **kwargs)
-        self.architecture_optimizer = architecture_optimizer
+        # Under mixed float16 both optimizers scale their losses (`precision.py`).
+        super().compile(optimizer=loss_scaling(optimizer), **kwargs)
+        self.architecture_optimizer = loss_scaling(architecture_optimizer)
         self.second_order = bool(second_order)
         self.hvp_radius = float(hvp_radius)
 
@@ -161,12 +171,16 @@ class DartsModel(SupernetModel):
         outputs, _ = self.stateless_call(values, list(self.non_trainable_variables), x, training=True)
         return self.cross_entropy(y, outputs[LOGITS])
 
-    def _gradients(self, weights, alphas, x, y, wrt):
-        """(loss, d loss / d wrt) at (weights, alphas); `wrt` is one of the two lists."""
+    def _gradients(self, weights, alphas, x, y, wrt, scale=None):
+        """(loss, d (loss scale) / d wrt) at (weights, alphas); `wrt` is one of the two lists.
+
+        `scale`: the architecture optimizer's loss scale (mixed float16), or None.
+        """
         with tf.GradientTape() as tape:
             tape.watch(wrt)
             loss = self._loss(weights, alphas, x, y)
-        gradients = tape.gradient(loss, wrt)
+            tape_loss = loss if scale is None else loss * ops.cast(scale, loss.dtype)
+        gradients = tape.gradient(tape_loss, wrt)
         # An alpha no cell reads (alpha_normal when every cell reduces) has none.
         return loss, [ops.zeros_like(t) if g is None else g for t, g in zip(wrt, gradients)]
 
@@ -176,15 +190,16 @@ class DartsModel(SupernetModel):
         alphas = [tf.convert_to_tensor(v) for v in self.architecture_variables]
         return weights, alphas
 
-    def unrolled_weights(self, weights, alphas, x, y, xi):
+    def unrolled_weights(self, weights, alphas, x, y, xi, scale=None):
         """w' = w - xi (mu buf + grad_w L_train(w, alpha) + wd w): one virtual SGD step.
 
         The gradient is unclipped and of the global batch, as DARTS's
-        `_compute_unrolled_model`.
+        `_compute_unrolled_model` (taken at loss scale `scale` and divided
+        back: an overflow makes w' and so the step's gradient non-finite).
         """
-        _, gradients = self._gradients(weights, alphas, x, y, wrt=weights)
-        gradients = all_reduce_sum(gradients)
-        sgd = self.optimizer
+        _, gradients = self._gradients(weights, alphas, x, y, wrt=weights, scale=scale)
+        gradients = _unscaled(all_reduce_sum(gradients), scale)
+        sgd = inner_optimizer(self.optimizer)  # its momentum slots
         unrolled = []
         for variable, w, g in zip(self.weight_variables, weights, gradients):
             buffer = ops.cast(sgd.momentums[sgd._get_variable_index(variable)], w.dtype)
@@ -192,13 +207,16 @@ class DartsModel(SupernetModel):
             unrolled.append(w - ops.cast(xi, w.dtype) * step)
         return unrolled
 
-    def hessian_vector_product(self, weights, alphas, vector, x, y):
-        """(d^2 L_train / d alpha d w) . vector, by central finite differences (DARTS)."""
+    def hessian_vector_product(self, weights, alphas, vector, x, y, scale=None):
+        """(d^2 L_train / d alpha d w) . vector, by central finite differences (DARTS).
+
+        Times the loss scale `scale` when given (`vector` is unscaled).
+        """
         eps = self.hvp_radius / _global_norm(vector)
         plus = [w + ops.cast(eps, w.dtype) * v for w, v in zip(weights, vector)]
         minus = [w - ops.cast(eps, w.dtype) * v for w, v in zip(weights, vector)]
-        _, grad_plus = self._gradients(plus, alphas, x, y, wrt=alphas)
-        _, grad_minus = self._gradients(minus, alphas, x, y, wrt=alphas)
+        _, grad_plus = self._gradients(plus, alphas, x, y, wrt=alphas, scale=scale)
+        _, grad_minus = self._gradients(minus, alphas, x, y, wrt=alphas, scale=scale)
         return [(p - m) / ops.cast(2.0 * eps, p.dtype) for p, m in zip(grad_plus, grad_minus)]
 
     def architecture_gradients(self, x_train, y_train, x_val, y_val):
@@ -206,20 +224,25 @@ class DartsModel(SupernetModel):
 
         First order: grad_alpha L_val(w, alpha). Second order: the unrolled
         gradient with the finite-difference Hessian-vector product (module doc).
+        Under mixed float16 the gradient is times the architecture
+        optimizer's loss scale, which its `LossScaleOptimizer` divides out.
         """
         weights, alphas = self._current_values()
+        scale = loss_scale(self.architecture_optimizer)
         if not self.second_order:
-            return self._gradients(weights, alphas, x_val, y_val, wrt=alphas)[::-1]
+            return self._gradients(weights, alphas, x_val, y_val, wrt=alphas, scale=scale)[::-1]
         xi = self.optimizer.learning_rate  # the rate of this step's weight update
-        unrolled = self.unrolled_weights(weights, alphas, x_train, y_train, xi)
+        unrolled = self.unrolled_weights(weights, alphas, x_train, y_train, xi, scale)
         with tf.GradientTape() as tape:
             tape.watch(unrolled + alphas)
             val_loss = self._loss(unrolled, alphas, x_val, y_val)
-        gradients = tape.gradient(val_loss, alphas + unrolled)
+            tape_loss = val_loss if scale is None else val_loss * ops.cast(scale, val_loss.dtype)
+        gradients = tape.gradient(tape_loss, alphas + unrolled)
         gradients = [ops.zeros_like(t) if g is None else g for t, g in zip(alphas + unrolled, gradients)]
         grad_alphas, grad_unrolled = gradients[: len(alphas)], gradients[len(alphas):]
-        vector = all_reduce_sum(grad_unrolled)  # the global gradient: same w+- everywhere
-        hvp = self.hessian_vector_product(weights, alphas, vector, x_train, y_train)
+        # The global gradient, unscaled: same w+- everywhere.
+        vector = _unscaled(all_reduce_sum(grad_unrolled), scale)
+        hvp = self.hessian_vector_product(weights, alphas, vector, x_train, y_train, scale)
         return [g - ops.cast(xi, g.dtype) * h for g, h in zip(grad_alphas, hvp)], val_loss
 
     # --- the two halves of a step ------------------------------------------
@@ -249,27 +272,30 @@ def compile_darts(model, weight_optimizer, alpha_optimizer, second_order, hvp_ra
     """
     model.compile(optimizer=weight_optimizer, architecture_optimizer=alpha_optimizer,
                   second_order=second_order, hvp_radius=hvp_radius)
-    weight_optimizer.build(model.weight_variables)
-    alpha_optimizer.build(model.architecture_variables)
+    model.optimizer.build(model.weight_variables)  # the loss-scaling wrappers, if any, with them
+    model.architecture_optimizer.build(model.architecture_variables)
     return model
 
 
-def step_functions(model, strategy=None):
+def step_functions(model, strategy=None, jit_compile=False):
     """The two halves of a DARTS step as separate `tf.function`s, for timing.
 
     `architecture(batch)` and `weight(batch)` take a `((x, y), (x_val,
-    y_val))` batch (distributed by `strategy` if given) and run one step.
+    y_val))` batch (distributed by `strategy` if given) and run one step;
+    `jit_compile`: each half XLA-compiled (`train_loop.replica_step`).
     """
     strategy = strategy or tf.distribute.get_strategy()
+    architecture_step = replica_step(model.architecture_step, jit_compile)
+    weight_step = replica_step(model.weight_step, jit_compile)
 
     @tf.function
     def architecture(batch):
         (x, y), (x_val, y_val) = batch
-        return strategy.run(model.architecture_step, args=(x, y, x_val, y_val))
+        return strategy.run(architecture_step, args=(x, y, x_val, y_val))
 
     @tf.function
     def weight(batch):
         (x, y), _ = batch
-        return strategy.run(model.weight_step, args=(x, y))
+        return strategy.run(weight_step, args=(x, y))
 
     return {"architecture": architecture, "weight": weight}

@@ -12,6 +12,7 @@ import tensorflow as tf
 from keras import ops
 
 from asmnas_tf.runtime.grad_clip import clip_by_global_norm, unscale_loss
+from asmnas_tf.runtime.precision import loss_scale, loss_scaling
 from asmnas_tf.names import COEFFICIENTS, LOGITS  # noqa: F401  (importers use them from here too)
 
 # Output names of the supernet.
@@ -60,9 +61,14 @@ class SupernetModel(keras.Model):
             logits = self(x, training=True)[LOGITS]
             # Divided by the number of replicas inside (see grad_clip.unscale_loss).
             scaled_loss = self.cross_entropy(y, logits)
+            # Times the loss scale under mixed float16 (`precision.py`), else as is.
+            tape_loss = self.optimizer.scale_loss(scaled_loss)
         variables = self.weight_variables
-        gradients, norm_sq = clip_by_global_norm(tape.gradient(scaled_loss, variables), self.clipnorm)
-        self.grad_norm_sq_tracker.update_state(norm_sq)
+        scale = loss_scale(self.optimizer)
+        gradients, norm_sq = clip_by_global_norm(tape.gradient(tape_loss, variables), self.clipnorm, scale)
+        # A step the loss scaling skips (non-finite gradient) does not enter the epoch's mean.
+        self.grad_norm_sq_tracker.update_state(
+            norm_sq, sample_weight=None if scale is None else ops.cast(ops.isfinite(norm_sq), "float32"))
         self._track_attention_gradients(gradients, variables)
         gradients = self._scale_gradients(gradients, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
@@ -116,7 +122,8 @@ def compile_supernet(model, optimizer):
 
     Building the optimizer's slots before `fit` makes TensorFlow trace the
     train step once instead of twice (Keras creates them lazily in the trace).
+    Under mixed float16 the optimizer is wrapped in loss scaling (`precision.py`).
     """
-    model.compile(optimizer=optimizer)
-    optimizer.build(model.weight_variables)
+    model.compile(optimizer=loss_scaling(optimizer))
+    model.optimizer.build(model.weight_variables)
     return model

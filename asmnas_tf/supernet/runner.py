@@ -38,6 +38,7 @@ from asmnas_tf.data import as_image_arrays, channel_stats, load_arrays, make_dat
 from asmnas_tf.runtime.distribute import make_strategy
 from asmnas_tf.space.genotype import read_genotype, write_genotype
 from asmnas_tf.runtime.optim import search_optimizer
+from asmnas_tf.runtime.precision import precision_policy
 from asmnas_tf.plots import write_run_plots
 from asmnas_tf.supernet.model import compile_supernet
 from asmnas_tf.supernet.confidence import selection_confidence
@@ -116,6 +117,8 @@ def _check_search_arguments(method, rule, epochs, batch_size, selection_batch_si
                  rsps_images=(rsps_images, 1), seed=(seed, 0))
     check_verbose("run_search", verbose)
     keep_states()  # checkpoints.keep, read when the first state is saved
+    precision_policy()  # its binding checked now, set by start_run
+    train_loop.jit_compile_step()  # checked now, read by train_loop.fit
     if method == "rsps" and rule != "argmax":
         raise UserError(f"run_search.rule={rule!r}: RSPS samples argmax architectures (one op per edge); "
                         f"use rule 'argmax' with method 'rsps'")
@@ -178,7 +181,7 @@ def search(
         return completed
     if model_dir is not None:  # a spoilt saved state is found now, not after the data is read
         check_resumable(os.path.join(model_dir, rd.CHECKPOINT_DIR))
-    make_strategy()  # first: it may split the CPU into logical devices
+    train_loop.check_jit_compile(make_strategy())  # first: it may split the CPU into logical devices
     arrays = as_image_arrays(x, y)
     supernet_kwargs = dict(supernet_options or {}, **_given(num_cells=num_cells, channels=channels))
     with working_dir(model_dir, "asmnas-search-") as (directory, keep_files):
@@ -338,7 +341,7 @@ def run_search(
     if completed:
         return completed
     check_resumable(os.path.join(model_dir, rd.CHECKPOINT_DIR))
-    make_strategy()  # before the data: it may split the CPU into logical devices
+    train_loop.check_jit_compile(make_strategy())  # before the data: it may split the CPU into logical devices
     return search(load_arrays(), method=method, epochs=epochs, batch_size=batch_size,
                   selection_batch_size=selection_batch_size, rule=rule, seed=seed, deterministic=deterministic,
                   save_every_steps=save_every_steps, telemetry_samples=telemetry_samples,
