@@ -29,9 +29,9 @@ RESULTS="$OUT_DIR/gpu.jsonl"
 : > "$RESULTS"
 
 if [ $SMOKE = 1 ]; then
-  SUPERNET=(--num_cells=3 --channels=4 --batch=8 --image_size=8 --steps=2)
-  EVAL20=(--network=eval --num_cells=3 --channels=4 --batch=8 --image_size=8 --steps=2)
-  EVAL15=(--network=eval --num_cells=3 --channels=6 --batch=8 --image_size=8 --steps=2)
+  SUPERNET=(--num_cells=1 --channels=4 --batch=8 --image_size=8 --steps=2)
+  EVAL20=(--network=eval --num_cells=2 --channels=4 --batch=8 --image_size=8 --steps=2)
+  EVAL15=(--network=eval --num_cells=2 --channels=6 --batch=8 --image_size=8 --steps=2)
   LIMIT=240
 else
   SUPERNET=(--num_cells=15 --channels=16 --batch=64 --steps=10)

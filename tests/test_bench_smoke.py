@@ -1,4 +1,4 @@
-"""A tiny smoke run of bench/step_bench.py (the benchmark itself never runs in CI)."""
+"""A smoke run of bench/gpu.sh on this CPU: every step_bench row at tiny sizes (the benchmarks never run in CI)."""
 
 import json
 import os
@@ -8,39 +8,41 @@ import sys
 import pytest
 from conftest import REPO_ROOT
 
-STEP_BENCH = os.path.join(REPO_ROOT, "bench", "step_bench.py")
-TINY = ["--num_cells=2", "--channels=4", "--batch=8", "--image_size=8", "--image_channels=1", "--steps=2"]
-
-
-def _bench(tmp_path, *args):
-    results = tmp_path / "results.jsonl"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    done = subprocess.run([sys.executable, STEP_BENCH, *TINY, *args, f"--results={results}"],
-                          capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    rows = [json.loads(line) for line in results.read_text().splitlines()]
-    assert len(rows) == 1
-    return rows[0], done.stdout
-
 
 @pytest.mark.slow
-def test_step_bench_asm_and_darts2_rows(tmp_path):
+def test_gpu_script_smoke_prints_every_row_and_the_projection(tmp_path):
+    """bench/gpu.sh --smoke: its twelve step_bench rows at tiny sizes on this CPU, the table, the projection."""
     from asmnas_tf.supernet.builder import build_supernet
 
-    asm, printed = _bench(tmp_path / "asm")
-    expected = build_supernet((8, 8, 1), 10, num_cells=2, channels=4)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", OUT=str(tmp_path), PY=sys.executable)
+    done = subprocess.run(["bash", os.path.join(REPO_ROOT, "bench", "gpu.sh"), "--smoke"], capture_output=True,
+                          text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "gpu.jsonl").read_text().splitlines()]
+    assert [r.get("failed") for r in rows] == [None] * 12
+    kinds = [(r["network"].split(":")[0], r["method"], r["precision"], r["xla"]) for r in rows]
+    assert kinds == [
+        ("supernet", "asm", "float32", False), ("supernet", "asm", "mixed_float16", False),
+        ("supernet", "asm", "mixed_bfloat16", False), ("supernet", "asm", "float32", True),
+        ("supernet", "asm", "mixed_float16", True), ("supernet", "uniform", "float32", False),
+        ("supernet", "darts1", "float32", False), ("supernet", "darts2", "float32", False),
+        ("eval", "asm", "float32", False), ("eval", "asm", "mixed_float16", False),
+        ("eval", "asm", "float32", True), ("eval", "asm", "float32", False)]
+    asm = rows[0]
+    expected = build_supernet((8, 8, 3), 10, num_cells=1, channels=4)
     assert asm["params"] == expected.count_params()
     assert asm["trainable_tensors"] == len(expected.trainable_weights)
     assert asm["images_per_s"] == pytest.approx(8 / asm["steady_step_s"], rel=0.01)
     assert asm["first_step_s"] > asm["steady_step_s"] > 0  # the first step traces the graph
     assert asm["peak_rss_gb"] >= asm["peak_rss_first_step_gb"] > 0
-    assert (asm["edge_graph"], asm["lean_grappler"], asm["precision"]) == ("function", True, "float32")
-    assert "| supernet | 2 | 4 | 8 | 8x8x1 | asm |" in printed
-
-    darts, _ = _bench(tmp_path / "darts2", "--method=darts2")
+    assert (asm["edge_graph"], asm["lean_grappler"]) == ("function", True)
+    darts = rows[7]
     # An iteration is the architecture step and then the weight step.
     assert darts["steady_step_s"] == pytest.approx(darts["architecture_step_s"] + darts["weight_step_s"], abs=2e-4)
-    assert darts["architecture_step_s"] > 0 and darts["weight_step_s"] > 0
-    # The DARTS supernet: alpha instead of the attention modules.
-    assert darts["params"] == build_supernet((8, 8, 1), 10, num_cells=2, channels=4, mixing="alpha").count_params()
-    assert darts["params"] < asm["params"]
+    assert darts["params"] == build_supernet((8, 8, 3), 10, num_cells=1, channels=4, mixing="alpha").count_params()
+    table = (tmp_path / "table.md").read_text().splitlines()
+    assert len(table) == 2 + 12 + 2 and table[2].startswith("| supernet | 1 | 4 | 8 | asm | float32 | False |")
+    fastest = min(r["steady_step_s"] for r in rows[:5])
+    hours = 30 * (25000 // 64) * fastest * 64 / 8 / 3600
+    assert f": {hours:.2f} h (goal <= 1.5 h" in table[-1]
+    assert table[-1] in done.stdout

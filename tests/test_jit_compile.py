@@ -14,12 +14,14 @@ import tensorflow as tf
 from asmnas_tf.errors import UserError
 from asmnas_tf.evaluation.builder import build_eval_net, resolve_genotype
 from asmnas_tf.evaluation.model import compile_eval_model
+from asmnas_tf.layers import mixed_edge
 from asmnas_tf.runtime import train_loop
 from asmnas_tf.runtime.distribute import make_strategy
 from asmnas_tf.runtime.optim import CoupledSGD
 from asmnas_tf.supernet import runner as search
 from asmnas_tf.supernet.builder import build_supernet
 from asmnas_tf.supernet.darts import architecture_optimizer, compile_darts, step_functions
+from asmnas_tf.supernet.model import compile_supernet
 
 
 def _data(n=16, batch=8):
@@ -29,19 +31,28 @@ def _data(n=16, batch=8):
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
 
 
-def _trained_weights(jit_compile, tmp_path):
-    keras.utils.set_random_seed(0)
+def _eval_net():
     model = build_eval_net(resolve_genotype("DARTS_V2", 2), (8, 8, 3), 4, channels=4, drop_path=False)
-    compile_eval_model(model, CoupledSGD(0.1))
+    return compile_eval_model(model, CoupledSGD(0.1))
+
+
+def _supernet():  # one (reduction) cell: XLA's CPU compile time grows with the graph
+    return compile_supernet(build_supernet((8, 8, 3), 4, num_cells=1, channels=4), CoupledSGD(0.1))
+
+
+def _trained_weights(build, jit_compile, tmp_path):
+    keras.utils.set_random_seed(0)
+    model = build()
     strategy = tf.distribute.get_strategy()
     history = train_loop.fit(model, _data(), epochs=1, strategy=strategy, verbose=0, jit_compile=jit_compile,
-                             checkpoint_dir=str(tmp_path / f"xla{jit_compile}"))
+                             checkpoint_dir=str(tmp_path / f"{build.__name__}{jit_compile}"))
     return [np.asarray(v) for v in model.weights], history.history["loss"][0]
 
 
-def test_the_compiled_step_trains_to_the_same_weights(tmp_path):
-    plain, plain_loss = _trained_weights(False, tmp_path)
-    compiled, compiled_loss = _trained_weights(True, tmp_path)
+@pytest.mark.parametrize("build", [_eval_net, _supernet], ids=["eval_net", "supernet"])
+def test_the_compiled_step_trains_to_the_same_weights(build, tmp_path):
+    plain, plain_loss = _trained_weights(build, False, tmp_path)
+    compiled, compiled_loss = _trained_weights(build, True, tmp_path)
     assert len(plain) == len(compiled)
     for a, b in zip(plain, compiled):  # weights, BatchNorm statistics, optimizer step count
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
@@ -59,9 +70,22 @@ def test_the_replica_step_is_compiled_only_when_asked():
     np.testing.assert_array_equal(np.asarray(compiled(tf.constant([1.5]))), [3.0])
 
 
+def test_edges_are_traced_inline_under_xla():
+    """The shared edge functions, called from an XLA program, were compiled anew at every step."""
+    seen = []
+
+    def probe(x):
+        seen.append(mixed_edge._in_xla_context())
+        return x + 1.0
+
+    tf.function(probe)(tf.constant(1.0))
+    tf.function(probe, jit_compile=True)(tf.constant(1.0))
+    assert seen == [False, True]
+
+
 def test_darts_step_functions_compile(tmp_path):
     keras.utils.set_random_seed(0)
-    # One (reduction) cell: XLA's CPU compile time grows with the graph (3 cells: 64 s).
+    # One (reduction) cell: XLA's CPU compile time grows with the graph.
     model = build_supernet((8, 8, 3), 4, num_cells=1, channels=4, mixing="alpha")
     compile_darts(model, CoupledSGD(0.1), architecture_optimizer(), second_order=False)
     x, y = next(iter(_data()))

@@ -352,8 +352,24 @@ def set_edge_graph_mode(mode):
     _mode[0] = mode
 
 
+def _in_xla_context():
+    """Whether the graph being traced is XLA-compiled (`jit_compile=True`).
+
+    XLA compiled a step that calls the shared edge functions anew at every
+    call (a 1-cell supernet: 12-20 s a step against 0.05 s inline), so
+    under XLA the edges are traced inline. A private TensorFlow helper: if
+    it moves, the edges stay functions.
+    """
+    try:
+        from tensorflow.python.ops import control_flow_util
+
+        return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+    except (ImportError, AttributeError):
+        return False
+
+
 def _edge_graph(spec, *args):
-    if _mode[0] == "inline" or not tf.inside_function():
+    if _mode[0] == "inline" or not tf.inside_function() or _in_xla_context():
         return _edge_forward(spec, *args)
     return _EDGE_FUNCTIONS[_mode[0]](spec, *args)
 
