@@ -285,11 +285,12 @@ def _edge_forward(spec, x, kernel, moving_mean, moving_variance, alpha, replacem
     # eq. 4.2, per block: sum_k a_k y_k.
     a = tf.matmul(tf.cast(coeffs, x.dtype), _permutation(order, False, x.dtype))
     a = tf.split(tf.reshape(a, [-1, 1, 1, len(order), 1]), [y.shape[-1] // c for y in groups], axis=3)
-    # Trained coefficients (attention, alpha) take their gradient from the BN
-    # inputs (`_mix_normalized`); fixed ones (uniform, path) need none. In
-    # float16 / bfloat16 the difference of two sums it takes would lose
-    # digits that autodiff's product keeps: plain autodiff there.
-    trained = spec.training and spec.mixing in ("attention", "alpha") and x.dtype in (tf.float32, tf.float64)
+    # The attention's coefficients take their gradient from the BN inputs
+    # (`_mix_normalized`: ASM's step at L = 15 -8%, bench/README.md); fixed
+    # ones (uniform, path) need none; DARTS's alpha keeps autodiff (its
+    # second-order step was ~10% slower this way). In float16 / bfloat16 the
+    # difference of two sums it takes would lose digits: autodiff there too.
+    trained = spec.training and spec.mixing == "attention" and x.dtype in (tf.float32, tf.float64)
     mixed = None
     for y, a_y, source in zip(groups, a, sources or [None] * len(groups)):
         if trained and source is not None:
