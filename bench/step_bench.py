@@ -15,10 +15,16 @@ import json
 import os
 import platform
 import resource
+import sys
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from asmnas_tf.runtime.malloc_arenas import limit_malloc_arenas  # noqa: E402
+
+# As the commands do (cli.py), unless --nolimit_malloc_arenas: set before TensorFlow starts its threads.
+ARENAS_LIMITED = "--nolimit_malloc_arenas" not in sys.argv and limit_malloc_arenas()
 
 from absl import app, flags  # noqa: E402
 
@@ -69,6 +75,7 @@ flags.DEFINE_bool(
 )
 flags.DEFINE_bool("reference_update", False,
                   "the per-variable update and per-tensor clip of before (reference_update.py)")
+flags.DEFINE_bool("limit_malloc_arenas", True, "two glibc malloc arenas, as the commands (malloc_arenas.py)")
 flags.DEFINE_integer("steps", 6, "steps timed after the first (median reported)")
 flags.DEFINE_string("results", "bench/results.jsonl", "JSON lines file to append to")
 FLAGS = flags.FLAGS
@@ -201,7 +208,7 @@ def main(argv):
         "static_batch": FLAGS.static_batch, "lean_grappler": FLAGS.lean_grappler,
         "edge_graph": FLAGS.edge_graph,
         "auxiliary": FLAGS.auxiliary, "drop_path_layers": FLAGS.drop_path_layers,
-        "reference_update": FLAGS.reference_update,
+        "reference_update": FLAGS.reference_update, "malloc_arenas_limited": ARENAS_LIMITED,
         "trainable_tensors": len(model.trainable_weights), "params": int(model.count_params()),
         "build_s": round(build_s, 2), "first_step_s": round(first_step_s, 2),
         "steady_step_s": round(steady, 4), **parts, "images_per_s": round(FLAGS.batch / steady, 2),

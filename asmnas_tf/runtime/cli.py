@@ -15,8 +15,10 @@ import sys
 from absl import flags, logging
 
 from asmnas_tf.errors import UserError
+from asmnas_tf.runtime.malloc_arenas import limit_malloc_arenas
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+limit_malloc_arenas()  # before TensorFlow's threads: peak RSS (malloc_arenas.py)
 
 
 def _start_tensorflow_quietly():

@@ -1,0 +1,52 @@
+"""The commands' malloc arena limit (`runtime/malloc_arenas.py`): counted from glibc's own report.
+
+A fresh process allocates from 8 threads at once; `malloc_info` lists one
+<heap> per arena. Unlimited, glibc opens one per thread (up to 8 per core);
+limited, at most 2. A user's MALLOC_ARENA_MAX is left alone.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+PROBE = r"""
+import ctypes, ctypes.util, re, sys, tempfile, threading
+from asmnas_tf.runtime.malloc_arenas import limit_malloc_arenas
+applied = limit_malloc_arenas() if sys.argv[1] == "limit" else None
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.malloc.restype = ctypes.c_void_p
+libc.fopen.restype = ctypes.c_void_p
+barrier = threading.Barrier(8)
+kept = []
+def work():
+    barrier.wait()  # all 8 threads allocate at the same time
+    for _ in range(200):
+        kept.append(libc.malloc(4096))
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+with tempfile.NamedTemporaryFile("r", suffix=".xml") as report:
+    stream = libc.fopen(report.name.encode(), b"w")
+    libc.malloc_info(0, ctypes.c_void_p(stream))
+    libc.fclose(ctypes.c_void_p(stream))
+    print(applied, len(re.findall(r"<heap nr=", open(report.name).read())))
+"""
+
+
+def _arenas(mode, **env):
+    done = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, timeout=60,
+                          env={**{k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}, **env})
+    assert done.returncode == 0, done.stderr
+    applied, heaps = done.stdout.split()
+    return applied, int(heaps)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_two_arenas_at_most_when_limited_and_a_users_setting_is_kept():
+    assert _arenas("limit") == ("True", 2)
+    _, unlimited = _arenas("none")
+    assert unlimited > 2  # the probe does open more arenas without the limit
+    # The user's own setting: not overridden (and glibc honours it).
+    assert _arenas("limit", MALLOC_ARENA_MAX="3") == ("False", 3)
