@@ -60,10 +60,9 @@ def is_chief(strategy):
 def jit_compile_step(enabled=False):
     """Whether the train step is compiled by XLA (`tf.function(jit_compile=True)`), as Keras's `jit_compile`.
 
-    Off by default: on a 2-core CPU XLA made the supernet's first step 332 s
-    and its step 8x slower (bench/README.md); on a GPU it is `bench/gpu.sh`'s
-    to measure. One replica only: the clip's and the optimizer's all-reduce
-    do not compile.
+    Off by default, as Keras: on a 2-core CPU it was measured only at tiny
+    sizes (bench/README.md); on a GPU `bench/gpu.sh` measures it. One replica only: the clip's and the
+    optimizer's all-reduce do not compile.
     """
     if not isinstance(enabled, bool):
         raise UserError(f"jit_compile_step.enabled={enabled!r}: expected True or False")
