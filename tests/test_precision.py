@@ -113,11 +113,25 @@ def test_an_overflowing_step_is_skipped_and_halves_the_scale(global_policy):
         np.testing.assert_array_equal(np.asarray(v), b)
     assert float(model.optimizer.dynamic_scale) == 2.0 ** 99
     assert int(model.optimizer.iterations) == 0
-    # The skipped step's infinite norm is not in the epoch's mean.
+    # The skipped step's infinite norm is not in the epoch's means.
     assert float(model.grad_norm_sq_tracker.count) == 0.0
     model.optimizer.dynamic_scale.assign(2.0 ** 10)
-    model.train_step(_batch())
+    logs = model.train_step(_batch())
     assert int(model.optimizer.iterations) == 1 and float(model.grad_norm_sq_tracker.count) == 1.0
+    assert np.isfinite(float(logs["grad_norm_sq"])) and np.isfinite(float(logs["attention_grad_norm"]))
+
+
+def test_mixed_metrics_are_the_unscaled_gradients(global_policy):
+    """grad_norm_sq and the attention/ops gradient norms: float32's, not times the loss scale."""
+    reference = _supernet()
+    initial = reference.get_weights()
+    logs32 = reference.train_step(_batch())
+    global_policy("mixed_float16")
+    model = _supernet()
+    model.set_weights(initial)
+    logs = model.train_step(_batch())
+    for name in ("grad_norm_sq", "attention_grad_norm", "ops_grad_norm"):
+        assert float(logs[name]) == pytest.approx(float(logs32[name]), rel=0.05), name
 
 
 def _darts(second_order):

@@ -66,10 +66,13 @@ class SupernetModel(keras.Model):
         variables = self.weight_variables
         scale = loss_scale(self.optimizer)
         gradients, norm_sq = clip_by_global_norm(tape.gradient(tape_loss, variables), self.clipnorm, scale)
-        # A step the loss scaling skips (non-finite gradient) does not enter the epoch's mean.
-        self.grad_norm_sq_tracker.update_state(
-            norm_sq, sample_weight=None if scale is None else ops.cast(ops.isfinite(norm_sq), "float32"))
-        self._track_attention_gradients(gradients, variables)
+        if scale is None:
+            self.grad_norm_sq_tracker.update_state(norm_sq)
+        else:  # a step the loss scaling skips (non-finite gradient) does not enter the epoch's mean
+            finite = ops.isfinite(norm_sq)
+            self.grad_norm_sq_tracker.update_state(ops.where(finite, norm_sq, 0.0),
+                                                   sample_weight=ops.cast(finite, "float32"))
+        self._track_attention_gradients(gradients, variables, scale)
         gradients = self._scale_gradients(gradients, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
         metrics = self._update_metrics(y, logits, unscale_loss(scaled_loss))
@@ -91,11 +94,12 @@ class SupernetModel(keras.Model):
         return [edges[v.path].scale_gradient(g) if v.path in edges else g for g, v in zip(gradients, variables)]
 
     @tf.autograph.experimental.do_not_convert  # plain Python over the layers
-    def _track_attention_gradients(self, gradients, variables):
+    def _track_attention_gradients(self, gradients, variables, scale=None):
         """Epoch means of the clipped gradient's norm on T1..T4 and on the edges' op weights.
 
         Issue 13's question: how much of the gradient reaches the attention
-        modules at all. This replica's share (the global gradient on one replica).
+        modules at all. This replica's share (the global gradient on one
+        replica); divided by the loss scale `scale` under mixed float16.
         """
         edges = self._attention_edges()
         attention_sq, ops_sq = [], []
@@ -104,9 +108,17 @@ class SupernetModel(keras.Model):
                 start = edges[v.path].attention_start()
                 attention_sq.append(tf.nn.l2_loss(g[start:]))
                 ops_sq.append(tf.nn.l2_loss(g[:start]))
-        if attention_sq:
-            self.attention_grad_norm_tracker.update_state(ops.sqrt(2.0 * tf.add_n(attention_sq)))
-            self.ops_grad_norm_tracker.update_state(ops.sqrt(2.0 * tf.add_n(ops_sq)))
+        if not attention_sq:
+            return
+        norms = [ops.sqrt(2.0 * tf.add_n(attention_sq)), ops.sqrt(2.0 * tf.add_n(ops_sq))]
+        trackers = [self.attention_grad_norm_tracker, self.ops_grad_norm_tracker]
+        for tracker, norm in zip(trackers, norms):
+            if scale is None:
+                tracker.update_state(norm)
+            else:  # unscaled; a skipped step (NaN) left out, as grad_norm_sq
+                finite = ops.isfinite(norm)
+                tracker.update_state(ops.where(finite, norm / ops.cast(scale, norm.dtype), 0.0),
+                                     sample_weight=ops.cast(finite, "float32"))
 
     def test_step(self, data):
         x, y = data
