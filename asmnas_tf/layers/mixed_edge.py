@@ -111,15 +111,17 @@ def _batch_norm_train(y):
     return out, mean, variance
 
 
-def _inverse_std(y, variance):
-    """1 / sqrt(biased variance + eps) per channel: what the training BN divided y by.
+def _biased(variance, y):
+    """The biased variance of y's channels from `_batch_norm_train`'s (the fused op's is unbiased)."""
+    if y.dtype == tf.float64:
+        return variance
+    count = tf.cast(tf.shape(y)[0] * y.shape[1] * y.shape[2], variance.dtype)
+    return variance * ((count - 1.0) / count)
 
-    `variance` as `_batch_norm_train` returns it (unbiased for the fused op).
-    """
-    if y.dtype != tf.float64:
-        count = tf.cast(tf.shape(y)[0] * y.shape[1] * y.shape[2], variance.dtype)
-        variance = variance * ((count - 1.0) / count)
-    return tf.math.rsqrt(variance + op_math.BN_EPSILON)
+
+def _inverse_std(y, variance):
+    """1 / sqrt(biased variance + eps) per channel: what the training BN divided y by."""
+    return tf.math.rsqrt(_biased(variance, y) + op_math.BN_EPSILON)
 
 
 @tf.custom_gradient
@@ -319,9 +321,7 @@ def _new_moving_stats(stats, stride, moving_mean, moving_variance, y):
         tf.gather(tf.reshape(tf.cast(tf.concat(values, axis=0), dtype), [len(slots), -1]), index)
         for values in zip(*stats)
     )
-    if y.dtype != tf.float64:
-        count = tf.cast(tf.shape(y)[0] * y.shape[1] * y.shape[2], dtype)
-        variance = variance * ((count - 1.0) / count)
+    variance = _biased(variance, y)
     return op_math.moving_average(moving_mean, mean), op_math.moving_average(moving_variance, variance)
 
 

@@ -66,12 +66,7 @@ class SupernetModel(keras.Model):
         variables = self.weight_variables
         scale = loss_scale(self.optimizer)
         gradients, norm_sq = clip_by_global_norm(tape.gradient(tape_loss, variables), self.clipnorm, scale)
-        if scale is None:
-            self.grad_norm_sq_tracker.update_state(norm_sq)
-        else:  # a step the loss scaling skips (non-finite gradient) does not enter the epoch's mean
-            finite = ops.isfinite(norm_sq)
-            self.grad_norm_sq_tracker.update_state(ops.where(finite, norm_sq, 0.0),
-                                                   sample_weight=ops.cast(finite, "float32"))
+        _track(self.grad_norm_sq_tracker, norm_sq, scaled=scale is not None)
         self._track_attention_gradients(gradients, variables, scale)
         gradients = self._scale_gradients(gradients, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
@@ -110,15 +105,10 @@ class SupernetModel(keras.Model):
                 ops_sq.append(tf.nn.l2_loss(g[:start]))
         if not attention_sq:
             return
-        norms = [ops.sqrt(2.0 * tf.add_n(attention_sq)), ops.sqrt(2.0 * tf.add_n(ops_sq))]
-        trackers = [self.attention_grad_norm_tracker, self.ops_grad_norm_tracker]
-        for tracker, norm in zip(trackers, norms):
-            if scale is None:
-                tracker.update_state(norm)
-            else:  # unscaled; a skipped step (NaN) left out, as grad_norm_sq
-                finite = ops.isfinite(norm)
-                tracker.update_state(ops.where(finite, norm / ops.cast(scale, norm.dtype), 0.0),
-                                     sample_weight=ops.cast(finite, "float32"))
+        pairs = ((self.attention_grad_norm_tracker, attention_sq), (self.ops_grad_norm_tracker, ops_sq))
+        for tracker, squares in pairs:
+            norm = ops.sqrt(2.0 * tf.add_n(squares))
+            _track(tracker, norm if scale is None else norm / ops.cast(scale, norm.dtype), scaled=scale is not None)
 
     def test_step(self, data):
         x, y = data
@@ -127,6 +117,18 @@ class SupernetModel(keras.Model):
 
     def get_config(self):
         return {**super().get_config(), "clipnorm": self.clipnorm}
+
+
+def _track(tracker, value, scaled):
+    """tracker.update_state(value); under loss scaling a skipped step's non-finite value is left out.
+
+    (A weight of 0 on it would still make the mean NaN: NaN x 0.)
+    """
+    if not scaled:
+        tracker.update_state(value)
+        return
+    finite = ops.isfinite(value)
+    tracker.update_state(ops.where(finite, value, 0.0), sample_weight=ops.cast(finite, "float32"))
 
 
 def compile_supernet(model, optimizer):
