@@ -230,17 +230,24 @@ def test_the_lock_is_reentrant_in_one_process_and_freed_at_the_last_release(tmp_
 
 
 def test_two_processes_racing_for_a_lock_one_wins(tmp_path):
-    """Twenty rounds of two processes starting together: exactly one holds the lock each time."""
+    """Twenty rounds of two processes starting together: exactly one holds the lock each time.
+
+    Each process holds what it got until both have answered (it waits for its
+    stdin to close), so a slow start of one (a loaded machine, tests run in
+    parallel) cannot let it take a lock the other already gave back.
+    """
     race = ("import sys; from asmnas_tf.runtime import run_lock\n"
             "try:\n    run_lock.acquire(sys.argv[1]); print('won', flush=True)\n"
             "except run_lock.RunDirInUseError: print('lost', flush=True)\n"
-            "import time; time.sleep(1.0)\n")
+            "sys.stdin.read()\n")
     for round_index in range(20):
         directory = tmp_path / f"r{round_index}"
         directory.mkdir()
         processes = [subprocess.Popen([sys.executable, "-c", race, str(directory)], cwd=REPO_ROOT,
-                                      stdout=subprocess.PIPE, text=True) for _ in range(2)]
-        outcomes = sorted(p.communicate(timeout=60)[0].strip() for p in processes)
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+        outcomes = sorted(p.stdout.readline().strip() for p in processes)
+        for p in processes:
+            p.communicate(timeout=60)
         assert outcomes == ["lost", "won"], round_index
         assert not (directory / ".asmnas.lock").exists()
 
