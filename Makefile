@@ -17,8 +17,9 @@ demo: setup
 # the module fixtures (the bad-input corpus runs its 62 commands once) stay
 # whole. The suite spent most of its time in one single-threaded Python
 # process (tracing, imports, subprocess start-up): 1.1 of 2 cores busy.
+# The longest files first (tests/conftest.py, FILE_SECONDS).
 test: setup
-	$(PY) -m pytest -q --durations=15 -n auto --dist loadfile
+	$(PY) -m pytest -q --durations=15 -n auto --dist loadfile --no-loadscope-reorder
 
 setup: $(VENV)/.installed $(FASHION_MNIST)
 

@@ -11,9 +11,14 @@ Two measurements, each in this fresh process:
   tracing (Python -> graph: `get_concrete_function`) and the first call
   (Grappler, placement, kernel creation, one execution), then the median of
   the next calls. Reports the ops of the traced graph.
+- `--what=eval_step`: the same split for the evaluation network's
+  `train_step` (`--genotype`, auxiliary head and drop-path as training
+  uses them), with the Keras build's time before it.
 
   .venv/bin/python bench/graph_probe.py --what=edge
   .venv/bin/python bench/graph_probe.py --what=step --num_cells=2
+  .venv/bin/python bench/graph_probe.py --what=eval_step --num_cells=20 --channels=36 --batch=64 \
+      --image_size=32 --image_channels=3
 """
 
 import collections
@@ -25,7 +30,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-flags.DEFINE_enum("what", "edge", ["edge", "step"], "what to probe")
+flags.DEFINE_enum("what", "edge", ["edge", "step", "eval_step"], "what to probe")
+flags.DEFINE_string("genotype", "DARTS_V2", "the evaluation network's genotype (eval_step)")
 flags.DEFINE_integer("num_cells", 2, "L (step)")
 flags.DEFINE_integer("channels", 8, "C")
 flags.DEFINE_integer("batch", 32, "batch")
@@ -67,17 +73,31 @@ def _edge(tf, stride):
             "trace_s": round(trace_s, 3), "top": types.most_common(FLAGS.top)}
 
 
-def _step(tf, keras):
-    import numpy as np
-
+def _build(keras):
+    """The model of --what, compiled with its optimizer; the build's seconds."""
+    from asmnas_tf.evaluation.builder import build_eval_net, resolve_genotype
+    from asmnas_tf.evaluation.model import compile_eval_model
     from asmnas_tf.runtime.optim import search_optimizer
     from asmnas_tf.supernet.model import compile_supernet
     from asmnas_tf.supernet.builder import build_supernet
 
     keras.utils.set_random_seed(0)
     shape = (FLAGS.image_size, FLAGS.image_size, FLAGS.image_channels)
-    model = build_supernet(shape, 10, num_cells=FLAGS.num_cells, channels=FLAGS.channels)
-    compile_supernet(model, search_optimizer(total_steps=1000))
+    started = time.perf_counter()
+    if FLAGS.what == "eval_step":
+        model = build_eval_net(resolve_genotype(FLAGS.genotype, FLAGS.num_cells), shape, 10,
+                               channels=FLAGS.channels)
+        compile_eval_model(model, search_optimizer(total_steps=1000))
+    else:
+        model = build_supernet(shape, 10, num_cells=FLAGS.num_cells, channels=FLAGS.channels)
+        compile_supernet(model, search_optimizer(total_steps=1000))
+    return model, shape, time.perf_counter() - started
+
+
+def _step(tf, keras):
+    import numpy as np
+
+    model, shape, build_s = _build(keras)
     x = tf.constant(np.random.default_rng(0).normal(size=(FLAGS.batch, *shape)).astype("float32"))
     y = tf.constant(np.arange(FLAGS.batch) % 10, dtype=tf.int32)
     step = tf.function(model.train_step)
@@ -93,7 +113,8 @@ def _step(tf, keras):
         started = time.perf_counter()
         step((x, y))
         times.append(time.perf_counter() - started)
-    return {"what": "step", "num_cells": FLAGS.num_cells, "channels": FLAGS.channels, "batch": FLAGS.batch,
+    return {"what": FLAGS.what, "genotype": FLAGS.genotype if FLAGS.what == "eval_step" else None,
+            "build_s": round(build_s, 2), "num_cells": FLAGS.num_cells, "channels": FLAGS.channels, "batch": FLAGS.batch,
             "grappler_off": FLAGS.grappler, "reference_update": FLAGS.reference_update,
             "edge_graph": FLAGS.edge_graph, "lean_grappler": FLAGS.lean_grappler,
             "rewriter": ",".join(FLAGS.rewriter), "ops": sum(types.values()), "trace_s": round(trace_s, 2),
