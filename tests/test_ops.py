@@ -100,3 +100,50 @@ def test_op_layers_serialize(name):
         clone.set_weights(layer.get_weights())
     assert clone.get_config() == layer.get_config()
     np.testing.assert_array_equal(_call(clone, x), expected)
+
+
+def _numpy_depthwise(x, kernel, stride):
+    """Depthwise k x k convolution with symmetric zero padding (k - 1) / 2, as PyTorch's groups=C conv."""
+    k = kernel.shape[0]
+    pad = (k - 1) // 2
+    padded = np.pad(x, [(0, 0), (pad, pad), (pad, pad), (0, 0)])
+    h, w = x.shape[1], x.shape[2]
+    out = np.zeros(x.shape, np.float64)
+    for i in range(k):
+        for j in range(k):
+            out += padded[:, i:i + h, j:j + w, :] * kernel[i, j, :, 0]
+    return out[:, ::stride, ::stride, :]
+
+
+@pytest.mark.parametrize("kernel_size", [3, 5])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("size", [7, 8])
+def test_depthwise_conv_pads_symmetrically_forward_and_backward(kernel_size, stride, size):
+    """op_math.depthwise_conv (SAME at stride 1, explicit at 2) against numpy, and its gradients
+    against TensorFlow's explicitly padded kernel: the same numbers whichever padding attribute it uses."""
+    import tensorflow as tf
+
+    from asmnas_tf.layers import op_math
+
+    rng = np.random.default_rng(kernel_size * 10 + stride + size)
+    x = rng.normal(size=(2, size, size, 3))
+    kernel = rng.normal(size=(kernel_size, kernel_size, 3, 1))
+    np.testing.assert_allclose(op_math.depthwise_conv(tf.constant(x), tf.constant(kernel), stride).numpy(),
+                               _numpy_depthwise(x, kernel, stride), rtol=1e-10, atol=1e-10)
+
+    pad = (kernel_size - 1) // 2
+    x32, k32 = tf.constant(x, tf.float32), tf.constant(kernel, tf.float32)
+    upstream = tf.constant(rng.normal(size=_numpy_depthwise(x, kernel, stride).shape), tf.float32)
+
+    def gradients(conv):
+        with tf.GradientTape() as tape:
+            tape.watch([x32, k32])
+            y = conv(x32, k32)
+        return tape.gradient(y, [x32, k32], output_gradients=upstream)
+
+    ours = gradients(lambda a, b: op_math.depthwise_conv(a, b, stride))
+    explicit = gradients(lambda a, b: tf.raw_ops.DepthwiseConv2dNative(
+        input=a, filter=b, strides=[1, stride, stride, 1], padding="EXPLICIT",
+        explicit_paddings=[0, 0, pad, pad, pad, pad, 0, 0]))
+    for got, want in zip(ours, explicit):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)

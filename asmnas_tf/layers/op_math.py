@@ -46,7 +46,11 @@ def subsample(x, stride):
 def depthwise_conv(x, kernel, stride=1, dilation=1):
     """k x k depthwise convolution, symmetric padding dilation*(k-1)/2.
 
-    Undilated: one node each way, the padding an attribute. Dilated:
+    Undilated: one node each way, the padding an attribute: "SAME" at
+    stride 1 (symmetric for an odd k; with "EXPLICIT" the backward ran on
+    TensorFlow's own kernels instead of oneDNN's, twice the time in the
+    evaluation network, bench/README.md "Issue 14, part 3"), explicit at
+    stride 2, where SAME would pad the bottom and right only. Dilated:
     TensorFlow's CPU backprop kernels ignore a dilation attribute, so
     `tf.nn.depthwise_conv2d`'s SpaceToBatch form, whose SAME padding is the
     symmetric one at stride 1. TensorFlow refuses stride > 1 together with
@@ -56,6 +60,8 @@ def depthwise_conv(x, kernel, stride=1, dilation=1):
     if dilation > 1:
         y = tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], "SAME", dilations=[dilation, dilation])
         return subsample(y, stride)
+    if stride == 1:
+        return tf.raw_ops.DepthwiseConv2dNative(input=x, filter=kernel, strides=[1, 1, 1, 1], padding="SAME")
     pad = (kernel.shape[0] - 1) // 2
     return tf.raw_ops.DepthwiseConv2dNative(
         input=x,
