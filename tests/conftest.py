@@ -60,3 +60,15 @@ FILE_SECONDS = {
 def pytest_collection_modifyitems(config, items):
     """The test files longest first (stable: tests keep their order inside a file)."""
     items.sort(key=lambda item: -FILE_SECONDS.get(os.path.basename(str(item.fspath)), 0))
+
+
+@pytest.fixture(autouse=True)
+def _op_determinism_ends_with_the_test():
+    """A run with `deterministic = True` turns on TensorFlow's op determinism for the whole process
+    (run_skeleton.start_run); it must not outlive its test: under it XLA refuses MaxPool's gradient,
+    so tests/test_jit_compile.py failed whenever a deterministic run had gone before it on its worker."""
+    yield
+    from tensorflow.python.framework import config as tf_config
+
+    if tf_config.is_op_determinism_enabled():
+        tf_config.disable_op_determinism()
