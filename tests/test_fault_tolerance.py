@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 
 import keras
 import numpy as np
@@ -245,9 +246,14 @@ def test_two_processes_racing_for_a_lock_one_wins(tmp_path):
         directory.mkdir()
         processes = [subprocess.Popen([sys.executable, "-c", race, str(directory)], cwd=REPO_ROOT,
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+        watchdogs = [threading.Timer(60, p.kill) for p in processes]  # a hung child fails the round
+        for watchdog in watchdogs:
+            watchdog.start()
         outcomes = sorted(p.stdout.readline().strip() for p in processes)
         for p in processes:
             p.communicate(timeout=60)
+        for watchdog in watchdogs:
+            watchdog.cancel()
         assert outcomes == ["lost", "won"], round_index
         assert not (directory / ".asmnas.lock").exists()
 
