@@ -54,18 +54,39 @@ def _state(model_dir):
     return state["epoch"], state["step"]
 
 
-def _kill_inside_epoch(process, model_dir, epoch, timeout=600, signum=signal.SIGKILL, least_step=1):
-    """Send `signum` to `process` once it has saved a state inside `epoch` (step >= least_step)."""
+def _signal_inside_epochs(watches, timeout=600):
+    """Send each watched process its signal once it has saved a state inside its epoch.
+
+    `watches` is a list of (process, model_dir, epoch, least_step, signum). The processes run at
+    the same time, so they are polled together: waiting for one while another ran on was a race
+    (CI, loaded machine: the second search finished its epoch 1 while the first was still
+    starting, and the test found it gone). Returns the state each one was signalled at.
+    """
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = _state(model_dir)
-        if state and state[0] == epoch and state[1] >= least_step:
-            process.send_signal(signum)
-            process.wait()
-            return state
-        assert process.poll() is None, process.stderr.read()[-3000:]
+    signalled = [None] * len(watches)
+    while None in signalled:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no state inside the watched epochs within {timeout} s")
+        for i, (process, model_dir, epoch, least_step, signum) in enumerate(watches):
+            if signalled[i] is not None:
+                continue
+            state = _state(model_dir)
+            if state and state[0] == epoch and state[1] >= least_step:
+                process.send_signal(signum)
+                signalled[i] = state
+                continue
+            assert process.poll() is None, (
+                f"{model_dir} ended (exit {process.returncode}) before a state inside epoch {epoch}: "
+                + process.stderr.read()[-3000:])
         time.sleep(0.05)
-    raise AssertionError(f"no state inside epoch {epoch} within {timeout} s")
+    for process, *_ in watches:
+        process.wait()
+    return signalled
+
+
+def _kill_inside_epoch(process, model_dir, epoch, signum=signal.SIGKILL, least_step=1):
+    """Send `signum` to `process` once it has saved a state inside `epoch` (step >= least_step)."""
+    return _signal_inside_epochs([(process, model_dir, epoch, least_step, signum)])[0]
 
 
 def _weights(path):
@@ -122,7 +143,8 @@ def test_search_stopped_by_sigterm_or_resumed_past_a_spoilt_state_ends_with_the_
     straight, stopped, spoilt = tmp_path / "straight", tmp_path / "stopped", tmp_path / "spoilt"
     uninterrupted, terminated, killed = (_start(SEARCH, d) for d in (straight, stopped, spoilt))
     # Inside epoch 0: the rest of training (at least 14 steps) is still ahead when the signal lands.
-    _kill_inside_epoch(terminated, stopped, 0, signum=signal.SIGTERM)
+    # SIGKILL the third inside epoch 1, with a state before it to fall back to.
+    _signal_inside_epochs([(terminated, stopped, 0, 1, signal.SIGTERM), (killed, spoilt, 1, 2, signal.SIGKILL)])
     stderr = terminated.stderr.read()
     epoch, step = _state(stopped)
     assert terminated.returncode == 143, stderr[-3000:]
@@ -130,7 +152,7 @@ def test_search_stopped_by_sigterm_or_resumed_past_a_spoilt_state_ends_with_the_
         f"stopped by SIGTERM: the state at epoch {epoch}, step {step} is saved in {stopped}/checkpoints; "
         f"run the same command again to resume")
     assert "Traceback" not in stderr
-    _kill_inside_epoch(killed, spoilt, 1, least_step=2)
+    assert killed.returncode == -signal.SIGKILL
     newest = json.loads((spoilt / "checkpoints" / "latest.json").read_text())
     previous = sorted(p.name for p in (spoilt / "checkpoints").glob("state-*.weights.h5"))[0]
     weights = spoilt / "checkpoints" / newest["weights"]
