@@ -40,6 +40,7 @@ flags.DEFINE_integer("image_channels", 1, "input channels (step)")
 flags.DEFINE_string("grappler", "", "comma-separated Grappler passes to turn off, or all (as step_bench.py)")
 flags.DEFINE_bool("reference_update", False,
                   "the per-variable update and per-tensor clip of before (reference_update.py)")
+flags.DEFINE_bool("autograph", False, "trace the step through AutoGraph (as before issue 14's part 4)")
 flags.DEFINE_integer("top", 12, "op types listed")
 flags.DEFINE_enum("edge_graph", "function", ["inline", "function", "noinline"],
                   "how the edges enter the graph (mixed_edge.set_edge_graph_mode); 'inline' for the "
@@ -100,7 +101,10 @@ def _step(tf, keras):
     model, shape, build_s = _build(keras)
     x = tf.constant(np.random.default_rng(0).normal(size=(FLAGS.batch, *shape)).astype("float32"))
     y = tf.constant(np.arange(FLAGS.batch) % 10, dtype=tf.int32)
-    step = tf.function(model.train_step)
+    from asmnas_tf.runtime.train_loop import replica_step
+
+    # As bin/search and bin/train trace it (plain Python, no AutoGraph), unless --autograph.
+    step = tf.function(model.train_step if FLAGS.autograph else replica_step(model.train_step))
     started = time.perf_counter()
     concrete = step.get_concrete_function((x, y))
     trace_s = time.perf_counter() - started
@@ -117,7 +121,8 @@ def _step(tf, keras):
             "build_s": round(build_s, 2), "num_cells": FLAGS.num_cells, "channels": FLAGS.channels, "batch": FLAGS.batch,
             "grappler_off": FLAGS.grappler, "reference_update": FLAGS.reference_update,
             "edge_graph": FLAGS.edge_graph, "lean_grappler": FLAGS.lean_grappler,
-            "rewriter": ",".join(FLAGS.rewriter), "ops": sum(types.values()), "trace_s": round(trace_s, 2),
+            "rewriter": ",".join(FLAGS.rewriter), "autograph": FLAGS.autograph,
+            "ops": sum(types.values()), "trace_s": round(trace_s, 2),
             "first_call_s": round(first_call_s, 2), "steady_s": round(float(np.median(times)), 4),
             "top": types.most_common(FLAGS.top)}
 

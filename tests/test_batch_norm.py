@@ -48,6 +48,18 @@ def test_training_outputs_gradients_and_moving_statistics_match_keras(affine):
         np.testing.assert_allclose(got, keras_value, rtol=1e-5)
         np.testing.assert_allclose(got, numpy_value, rtol=1e-5)
 
+@pytest.mark.parametrize("batch", [None, 4], ids=["unknown_batch", "static_batch"])
+def test_moving_variance_is_biased_whether_or_not_the_batch_size_is_known(batch):
+    # (n - 1) / n from the shape in the graph (unknown batch) or as a number (static): the same statistic.
+    _, fused = _pair(True, momentum=0.6)
+    initial = fused.moving_variance.numpy()
+    x = np.random.default_rng(5).normal(1.0, 2.0, (4, 5, 6, 3)).astype("float32")
+    step = tf.function(lambda t: fused(t, training=True), input_signature=[tf.TensorSpec((batch, 5, 6, 3))])
+    step(tf.constant(x))
+    expected = 0.6 * initial + 0.4 * x.reshape(-1, 3).var(0)
+    np.testing.assert_allclose(fused.moving_variance.numpy(), expected, rtol=1e-5)
+
+
 def test_inference_uses_moving_statistics_as_keras():
     keras_bn, fused = _pair(True)
     x = np.random.default_rng(3).normal(size=(2, 5, 6, 3)).astype("float32")

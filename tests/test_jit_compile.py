@@ -63,7 +63,9 @@ def test_the_replica_step_is_compiled_only_when_asked():
     def step(x):
         return x * 2.0
 
-    assert train_loop.replica_step(step, False) is step
+    plain = train_loop.replica_step(step, False)  # the step itself, outside AutoGraph (test_plain_trace.py)
+    assert not isinstance(plain, tf.types.experimental.PolymorphicFunction)
+    np.testing.assert_array_equal(np.asarray(plain(tf.constant([1.5]))), [3.0])
     compiled = train_loop.replica_step(step, True)
     # The XLA program exists (HLO text), and computes the same.
     assert "HloModule" in compiled.experimental_get_compiler_ir(tf.constant([1.0]))(stage="hlo")

@@ -43,3 +43,42 @@ def test_global_norm_squared_is_the_sum_of_squares():
     scale = 2.0 / (np.sqrt(expected) + 1e-6)
     for c, g in zip(clipped, grads):
         np.testing.assert_allclose(np.asarray(c), scale * g, rtol=1e-6)
+
+
+def _update_graph_constants(num_variables):
+    variables = [keras.Variable(np.full((3, 2), i, "float32")) for i in range(num_variables)]
+    opt = optim.CoupledSGD(learning_rate=0.1, momentum=0.9, l2=0.01)
+    opt.build(variables)
+    graph = tf.function(lambda grads: opt.apply_gradients(zip(grads, variables))).get_concrete_function(
+        [tf.TensorSpec((3, 2), tf.float32)] * num_variables).graph
+    return sum(op.type == "Const" for op in graph.get_operations())
+
+
+def test_the_update_makes_its_l2_and_momentum_constants_once_not_per_variable():
+    # Keras's per-variable update_step cast l2 and momentum for each variable: 2 constants more each.
+    assert _update_graph_constants(12) == _update_graph_constants(3)
+
+
+def test_the_update_under_two_replicas_matches_numpy():
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    rng = np.random.default_rng(2)
+    w = [rng.normal(size=s) for s in [(4, 3), (5,)]]
+    with strategy.scope():
+        variables = [keras.Variable(v.astype("float32")) for v in w]
+        opt = optim.CoupledSGD(learning_rate=0.1, momentum=0.9, l2=0.01)
+        opt.build(variables)
+    grads = [rng.normal(size=v.shape).astype("float32") for v in w]
+
+    @tf.function
+    def step():
+        # Each replica's gradient is half of the whole: Keras all-reduces them by sum.
+        return strategy.run(lambda: opt.apply_gradients(zip([tf.constant(g / 2) for g in grads], variables)))
+
+    bufs = [np.zeros_like(v) for v in w]
+    for _ in range(2):
+        step()
+        for i, g in enumerate(grads):
+            bufs[i] = 0.9 * bufs[i] + g + 0.01 * w[i]
+            w[i] = w[i] - 0.1 * bufs[i]
+    for v, expected in zip(variables, w):
+        np.testing.assert_allclose(np.asarray(v), expected, rtol=1e-5, atol=1e-6)

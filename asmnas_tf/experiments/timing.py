@@ -34,6 +34,7 @@ from asmnas_tf.supernet.darts import architecture_optimizer, compile_darts, step
 from asmnas_tf.runtime.distribute import make_strategy
 from asmnas_tf.runtime.graph_options import lean_grappler_on_cpu
 from asmnas_tf.runtime.optim import search_optimizer
+from asmnas_tf.runtime.train_loop import replica_step
 from asmnas_tf.supernet.model import compile_supernet
 from asmnas_tf.supernet.builder import build_supernet
 from asmnas_tf.errors import UserError
@@ -77,9 +78,11 @@ def _step_functions(model, method, strategy):
     if method.startswith("darts"):
         return step_functions(model, strategy)
 
+    train_step = replica_step(model.train_step)
+
     @tf.function
     def weight(batch):
-        return strategy.run(model.train_step, args=(batch[0],))
+        return strategy.run(train_step, args=(batch[0],))
 
     return {"weight": weight}
 

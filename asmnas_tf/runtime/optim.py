@@ -49,16 +49,39 @@ class CoupledSGD(keras.optimizers.Optimizer):
 
     def update_step(self, gradient, variable, learning_rate):
         # `variable` is a tf.Variable here (a replica's component under tf.distribute).
+        self._apply_momentum(gradient, variable, learning_rate, *self._hyperparameters(variable.dtype))
+
+    def _hyperparameters(self, dtype):
+        return ops.cast(self.l2, dtype), ops.cast(self.momentum, dtype)
+
+    def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
+        """Keras's loop over the variables, with one constant of l2 and momentum per dtype and device.
+
+        Keras's `update_step` made two graph constants a variable (650 of the
+        evaluation network's 10,700 step ops at 8 cells); the update is the same.
+        """
+        constants = {}
+
+        def apply_to_component(variable, gradient, learning_rate):
+            key = (variable.dtype, variable.device)
+            if key not in constants:
+                constants[key] = self._hyperparameters(variable.dtype)
+            return self._apply_momentum(gradient, variable, learning_rate, *constants[key])
+
+        for gradient, variable in grads_and_vars:
+            distribution.extended.update(variable, apply_to_component, args=(gradient, learning_rate), group=False)
+
+    def _apply_momentum(self, gradient, variable, learning_rate, l2, momentum):
         dtype = variable.dtype
         gradient = ops.cast(gradient, dtype)
         if self.l2:
-            gradient = gradient + ops.cast(self.l2, dtype) * variable
+            gradient = gradient + l2 * variable
         buffer = self.momentums[self._get_variable_index(variable)].value
         # buf = momentum * buf + g; w -= lr * buf: PyTorch's SGD, in one kernel.
         # Nesterov: w -= lr * (g + momentum * buf), PyTorch's nesterov=True too.
-        tf.raw_ops.ResourceApplyMomentum(
+        return tf.raw_ops.ResourceApplyMomentum(
             var=variable.handle, accum=buffer.handle, lr=ops.cast(learning_rate, dtype), grad=gradient,
-            momentum=ops.cast(self.momentum, dtype), use_locking=False, use_nesterov=self.nesterov)
+            momentum=momentum, use_locking=False, use_nesterov=self.nesterov)
 
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "l2": self.l2, "nesterov": self.nesterov}

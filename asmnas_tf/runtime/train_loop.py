@@ -79,7 +79,15 @@ def check_jit_compile(strategy, jit_compile=None):
 
 
 def replica_step(step, jit_compile=False):
-    """A replica's step (what `strategy.run` runs), XLA-compiled with `jit_compile`, as Keras's `fit` does it."""
+    """A replica's step (what `strategy.run` runs), XLA-compiled with `jit_compile`, as Keras's `fit` does it.
+
+    Traced as plain Python, not through AutoGraph, as Keras's `fit` does
+    (`trainer.py`'s `do_not_convert`): the step has no Python control flow
+    on tensors, and AutoGraph's `converted_call` wrapped every variable's
+    optimizer update and clip (about 4 conversions a variable: 550 for an
+    8-cell evaluation network) for an identical graph (bench/README.md).
+    """
+    step = tf.autograph.experimental.do_not_convert(step)
     return tf.function(step, jit_compile=True) if jit_compile else step
 
 
