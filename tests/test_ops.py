@@ -24,6 +24,26 @@ def test_output_shape_odd_and_even(name, stride, size):
     assert _call(layer, x, training=True).shape == (2, out, out, C)
 
 
+
+@pytest.mark.parametrize("size", [7, 8])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("name", PRIMITIVES)
+def test_stated_output_shape_is_what_call_returns(name, stride, size):
+    # Keras builds a functional graph from compute_output_shape without calling the layer: it must not lie.
+    x = np.random.default_rng(0).normal(size=(2, size, size, C)).astype("float32")
+    layer = ops.make_op(name, C, stride, affine=True)
+    assert tuple(layer.compute_output_shape((None, size, size, C))) == (None, *_call(layer, x).shape[1:])
+    symbolic = layer(keras.Input((size, size, C)))
+    assert tuple(symbolic.shape) == (None, *_call(layer, x, training=True).shape[1:])
+
+
+@pytest.mark.parametrize("reduction_prev", [False, True])
+def test_cell_preprocessing_states_its_output_shape(reduction_prev):
+    layers = ops.cell_preprocessing(C, True, reduction_prev, "pre")
+    for layer, size in zip(layers, (16 if reduction_prev else 8, 8)):
+        x = np.random.default_rng(1).normal(size=(2, size, size, 12)).astype("float32")
+        assert tuple(layer.compute_output_shape((None, size, size, 12))) == (None, *_call(layer, x).shape[1:])
+
 def test_zero_is_exactly_zero():
     x = np.random.default_rng(1).normal(size=(3, 9, 9, C)).astype("float32") * 100
     assert np.array_equal(_call(ops.make_op("zero", C, 1, False), x), np.zeros((3, 9, 9, C)))

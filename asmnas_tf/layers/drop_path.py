@@ -32,6 +32,9 @@ class DropPath(keras.layers.Layer):
             shape=(), initializer="zeros", trainable=False, name="rate"
         )
 
+    def compute_output_shape(self, input_shape):  # no scratch trace of `call` at build (ops.py)
+        return tuple(input_shape)
+
     def call(self, x, training=None):
         if not training:
             return x

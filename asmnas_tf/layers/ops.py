@@ -1,6 +1,9 @@
 """The candidate operations as Keras layers (DARTS definitions, SPEC §2).
 
 These are the straightforward, one-layer-per-op reference implementations.
+Each states its output shape (`compute_output_shape`): without it Keras
+traces `call` in a scratch graph for every layer of a functional build
+(issue 14, part 4: a quarter of the evaluation network's build).
 The evaluation network is built from them; the supernet uses the fused
 `MixedEdge`, which is tested against these layers on the same weights.
 Every layer is serializable (`get_config`, registered under `asmnas_tf`).
@@ -40,6 +43,9 @@ class Zero(keras.layers.Layer):
     def call(self, x):
         return ops.zeros_like(op_math.subsample(x, self.stride))
 
+    def compute_output_shape(self, input_shape):
+        return _strided_shape(input_shape, self.stride, input_shape[-1])
+
     def get_config(self):
         return {**super().get_config(), "stride": self.stride}
 
@@ -47,6 +53,9 @@ class Zero(keras.layers.Layer):
 @_register
 class Identity(keras.layers.Layer):
     """`skip_connect` at stride 1."""
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
 
     def call(self, x):
         return x
@@ -75,6 +84,9 @@ class FactorizedReduce(keras.layers.Layer):
     def call(self, x, training=None):
         y = op_math.factorized_reduce_convs(ops.relu(x), self.kernel_even, self.kernel_odd)
         return self.bn(y, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return _strided_shape(input_shape, 2, self.channels)
 
     def get_config(self):
         return {**super().get_config(), "channels": self.channels, "affine": self.affine}
@@ -107,6 +119,9 @@ class Pool3x3(keras.layers.Layer):
         pool = op_math.max_pool_3x3 if self.kind == "max" else op_math.avg_pool_3x3
         y = pool(x, self.stride)
         return self.bn(y, training=training) if self.bn is not None else y
+
+    def compute_output_shape(self, input_shape):
+        return _strided_shape(input_shape, self.stride, input_shape[-1])
 
     def get_config(self):
         return {
@@ -149,6 +164,9 @@ class DilConv(keras.layers.Layer):
         y = op_math.depthwise_conv(ops.relu(x), self.depthwise, self.stride, self.dilation)
         return self.bn(op_math.pointwise_conv(y, self.pointwise), training=training)
 
+    def compute_output_shape(self, input_shape):
+        return _strided_shape(input_shape, self.stride, self.channels)
+
     def get_config(self):
         return {
             **super().get_config(),
@@ -182,6 +200,9 @@ class SepConv(keras.layers.Layer):
     def call(self, x, training=None):
         return self.second(self.first(x, training=training), training=training)
 
+    def compute_output_shape(self, input_shape):
+        return _strided_shape(input_shape, self.stride, self.channels)
+
     def get_config(self):
         return {
             **super().get_config(),
@@ -211,6 +232,9 @@ class ReLUConvBN(keras.layers.Layer):
 
     def call(self, x, training=None):
         return self.bn(op_math.pointwise_conv(ops.relu(x), self.kernel), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return _strided_shape(input_shape, 1, self.channels)
 
     def get_config(self):
         return {**super().get_config(), "channels": self.channels, "affine": self.affine}
