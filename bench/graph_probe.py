@@ -24,6 +24,7 @@ Two measurements, each in this fresh process:
 import collections
 import json
 import os
+import re
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -47,6 +48,10 @@ flags.DEFINE_enum("edge_graph", "function", ["inline", "function", "noinline"],
                   "per-edge op counts of bench/README.md")
 flags.DEFINE_bool("lean_grappler", True, "graph_options.lean_grappler_on_cpu, as bin/search (step)")
 flags.DEFINE_list("rewriter", [], "more RewriterConfig fields, field=VALUE (as step_bench.py)")
+flags.DEFINE_enum("mixing", "attention", ["attention", "uniform"], "the supernet's mixing (step)")
+flags.DEFINE_integer("profile_steps", 0,
+                     "after the steady steps, profile this many more (tf.profiler) and report the "
+                     "executed ops' time summed by op type: thread-time, steadier than a step's wall time")
 flags.DEFINE_string("results", "", "JSON lines file to append to (empty: none)")
 FLAGS = flags.FLAGS
 
@@ -90,7 +95,7 @@ def _build(keras):
                                channels=FLAGS.channels)
         compile_eval_model(model, search_optimizer(total_steps=1000))
     else:
-        model = build_supernet(shape, 10, num_cells=FLAGS.num_cells, channels=FLAGS.channels)
+        model = build_supernet(shape, 10, num_cells=FLAGS.num_cells, channels=FLAGS.channels, mixing=FLAGS.mixing)
         compile_supernet(model, search_optimizer(total_steps=1000))
     return model, shape, time.perf_counter() - started
 
@@ -117,7 +122,9 @@ def _step(tf, keras):
         started = time.perf_counter()
         step((x, y))
         times.append(time.perf_counter() - started)
+    profile = _profile(tf, step, (x, y)) if FLAGS.profile_steps else None
     return {"what": FLAGS.what, "genotype": FLAGS.genotype if FLAGS.what == "eval_step" else None,
+            "mixing": FLAGS.mixing if FLAGS.what == "step" else None, "profile": profile,
             "build_s": round(build_s, 2), "num_cells": FLAGS.num_cells, "channels": FLAGS.channels, "batch": FLAGS.batch,
             "grappler_off": FLAGS.grappler, "reference_update": FLAGS.reference_update,
             "edge_graph": FLAGS.edge_graph, "lean_grappler": FLAGS.lean_grappler,
@@ -125,6 +132,47 @@ def _step(tf, keras):
             "ops": sum(types.values()), "trace_s": round(trace_s, 2),
             "first_call_s": round(first_call_s, 2), "steady_s": round(float(np.median(times)), 4),
             "top": types.most_common(FLAGS.top)}
+
+
+_OP_TYPE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _profile(tf, step, batch):
+    """Milliseconds per step of the executed ops, summed by op type over --profile_steps steps.
+
+    TensorFlow's host tracer records each executed op as an event named
+    "name:OpType" on the thread that ran it; summing them gives the CPU time
+    the step's kernels took, whatever ran in parallel (a 2-core machine's
+    wall time moves by up to 40% between runs; this sum much less).
+    """
+    import tempfile
+
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    with tempfile.TemporaryDirectory() as logdir:
+        tf.profiler.experimental.start(logdir)
+        for _ in range(FLAGS.profile_steps):
+            step(batch)
+        tf.profiler.experimental.stop()
+        paths = [os.path.join(root, name) for root, _, names in os.walk(logdir)
+                 for name in names if name.endswith(".xplane.pb")]
+        space = xplane_pb2.XSpace()
+        with open(paths[0], "rb") as f:
+            space.ParseFromString(f.read())
+    by_type = collections.Counter()
+    for plane in space.planes:
+        if not plane.name.startswith("/host:CPU"):
+            continue
+        for line in plane.lines:
+            for event in line.events:
+                name = plane.event_metadata[event.metadata_id].name
+                op_type = name.rsplit(":", 1)[-1]
+                # An op's event, not the executor's ("ExecutorState::Process") or the function's.
+                if ":" in name and "::" not in name and _OP_TYPE.fullmatch(op_type) \
+                        and not op_type.startswith("__inference"):
+                    by_type[op_type] += event.duration_ps / 1e9  # ms
+    per_step = {op: round(ms / FLAGS.profile_steps, 1) for op, ms in by_type.most_common()}
+    return {"total_ms": round(sum(per_step.values()), 1), "top": list(per_step.items())[:FLAGS.top]}
 
 
 def main(argv):
