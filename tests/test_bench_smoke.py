@@ -46,3 +46,36 @@ def test_gpu_script_smoke_prints_every_row_and_the_projection(tmp_path):
     hours = 30 * (25000 // 64) * fastest * 64 / 8 / 3600
     assert f": {hours:.2f} h (goal <= 1.5 h" in table[-1]
     assert table[-1] in done.stdout
+
+
+def test_graph_probe_profile_sums_the_executed_ops_by_type(tmp_path):
+    """graph_probe.py --profile_steps: the ops the profiler saw, by type, in ms a step (issue 14's thread-time).
+
+    Uniform mixing against ASM on one tiny supernet: the attention's ops (T1..T4's
+    matmuls, the softmax, eq. 4.3's means) appear only with attention, and both
+    profiles hold the convolutions every edge runs.
+    """
+    results = tmp_path / "probe.jsonl"
+    for mixing in ("attention", "uniform"):
+        done = subprocess.run(
+            [sys.executable, os.path.join(REPO_ROOT, "bench", "graph_probe.py"), "--what=step", "--num_cells=1",
+             "--channels=4", "--batch=4", "--image_size=8", f"--mixing={mixing}", "--profile_steps=2", "--top=200",
+             f"--results={results}"],
+            capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    attention, uniform = (json.loads(line) for line in results.read_text().splitlines())
+    assert (attention["mixing"], uniform["mixing"]) == ("attention", "uniform")
+    for row in (attention, uniform):
+        by_type = dict(row["profile"]["top"])
+        assert row["profile"]["total_ms"] == pytest.approx(sum(by_type.values()), abs=0.05 * len(by_type))
+        assert all(ms >= 0 for ms in by_type.values())
+        assert any("Conv2D" in op for op in by_type) and any("DepthwiseConv2dNative" in op for op in by_type)
+        assert not any(op in ("Process", "Run") or op.startswith("__inference") for op in by_type)
+    # eq. 4.5's softmax (oneDNN's "_MklSoftmax" here) and eq. 4.4's sigmoid backward: attention only
+    # (the loss's SparseSoftmaxCrossEntropyWithLogits is in both).
+    def attention_ops(row):
+        return sorted(op for op in dict(row["profile"]["top"]) if op.endswith("Softmax") or op == "SigmoidGrad")
+
+    assert attention_ops(attention) in (["SigmoidGrad", "Softmax"], ["SigmoidGrad", "_MklSoftmax"])
+    assert attention_ops(uniform) == []
+    assert attention["ops"] > uniform["ops"]
