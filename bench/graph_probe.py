@@ -160,6 +160,7 @@ def _profile(tf, step, batch):
         with open(paths[0], "rb") as f:
             space.ParseFromString(f.read())
     by_type = collections.Counter()
+    events = 0
     for plane in space.planes:
         if not plane.name.startswith("/host:CPU"):
             continue
@@ -171,8 +172,11 @@ def _profile(tf, step, batch):
                 if ":" in name and "::" not in name and _OP_TYPE.fullmatch(op_type) \
                         and not op_type.startswith("__inference"):
                     by_type[op_type] += event.duration_ps / 1e9  # ms
+                    events += 1
     per_step = {op: round(ms / FLAGS.profile_steps, 1) for op, ms in by_type.most_common()}
-    return {"total_ms": round(sum(per_step.values()), 1), "top": list(per_step.items())[:FLAGS.top]}
+    # Every step runs the same graph: its op count is the same whatever --profile_steps.
+    return {"total_ms": round(sum(per_step.values()), 1), "ops_per_step": events / FLAGS.profile_steps,
+            "top": list(per_step.items())[:FLAGS.top]}
 
 
 def main(argv):

@@ -51,19 +51,22 @@ def test_gpu_script_smoke_prints_every_row_and_the_projection(tmp_path):
 def test_graph_probe_profile_sums_the_executed_ops_by_type(tmp_path):
     """graph_probe.py --profile_steps: the ops the profiler saw, by type, in ms a step (issue 14's thread-time).
 
-    Uniform mixing against ASM on one tiny supernet: the attention's ops (T1..T4's
-    matmuls, the softmax, eq. 4.3's means) appear only with attention, and both
-    profiles hold the convolutions every edge runs.
+    Uniform mixing against ASM on one tiny supernet: eq. 4.5's softmax and eq. 4.4's
+    sigmoid gradient appear only with attention, both profiles hold the convolutions
+    every edge runs, and the ops counted per step do not depend on the steps profiled.
     """
     results = tmp_path / "probe.jsonl"
-    for mixing in ("attention", "uniform"):
+    for mixing, steps in (("attention", 2), ("uniform", 2), ("attention", 1)):
         done = subprocess.run(
             [sys.executable, os.path.join(REPO_ROOT, "bench", "graph_probe.py"), "--what=step", "--num_cells=1",
-             "--channels=4", "--batch=4", "--image_size=8", f"--mixing={mixing}", "--profile_steps=2", "--top=200",
-             f"--results={results}"],
+             "--channels=4", "--batch=4", "--image_size=8", f"--mixing={mixing}", f"--profile_steps={steps}",
+             "--top=200", f"--results={results}"],
             capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
-    attention, uniform = (json.loads(line) for line in results.read_text().splitlines())
+    attention, uniform, attention_one_step = (json.loads(line) for line in results.read_text().splitlines())
+    # Every step executes the same graph: the ops counted per step do not depend on how many were profiled
+    # (a sum not divided by the steps, or events lost at the profile's edges, would differ).
+    assert attention["profile"]["ops_per_step"] == attention_one_step["profile"]["ops_per_step"] > 0
     assert (attention["mixing"], uniform["mixing"]) == ("attention", "uniform")
     for row in (attention, uniform):
         by_type = dict(row["profile"]["top"])
