@@ -10,8 +10,12 @@ process can run the whole dataset on its own: `model(x, training=False)`
 same numbers everywhere.
 """
 
+import contextlib
+
 import numpy as np
 import tensorflow as tf
+
+from asmnas_tf.runtime.malloc_trim import trimming_freed_memory
 
 
 def outputs_and_labels(model, dataset):
@@ -24,7 +28,9 @@ def outputs_and_labels(model, dataset):
     outputs, labels = [], []
     for batch in dataset:
         x, y = batch if isinstance(batch, tuple) else (batch, None)
-        outputs.append(tf.nest.map_structure(np.asarray, infer(x)))
+        # The first call builds the graph: its freed memory goes back (malloc_trim.py).
+        with trimming_freed_memory() if not outputs else contextlib.nullcontext():
+            outputs.append(tf.nest.map_structure(np.asarray, infer(x)))
         if y is not None:
             labels.append(np.asarray(y))
     joined = tf.nest.map_structure(lambda *parts: np.concatenate(parts), *outputs)

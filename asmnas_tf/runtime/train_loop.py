@@ -32,6 +32,7 @@ import tensorflow as tf
 from asmnas_tf.errors import UserError
 
 from asmnas_tf.runtime.checkpoints import STATE_FILE, load_state, read_state, save_state  # noqa: F401
+from asmnas_tf.runtime.malloc_trim import trimming_freed_memory
 from asmnas_tf.runtime.stop_signals import RunStopped, stop_on_signals
 
 
@@ -167,6 +168,7 @@ def fit(model, dataset, *, epochs, strategy, checkpoint_dir, callbacks=(), save_
     distributed = strategy.experimental_distribute_dataset(dataset.with_options(options))
     train = _train_function(model, strategy, jit_compile)
     model.stop_training = False
+    first_call = True
     with _peer_loss_as_one_line(strategy, checkpoint_dir), stop_on_signals() as stop:
         callback_list.on_train_begin()
         for epoch in range(epochs):
@@ -183,7 +185,11 @@ def fit(model, dataset, *, epochs, strategy, checkpoint_dir, callbacks=(), save_
                 if step < skip:
                     continue  # trained before the restart: read, not trained again
                 callback_list.on_train_batch_begin(step)
-                logs = _python_logs(train(batch))
+                # The first call builds the step's graph: its freed memory goes back
+                # before the activations come on top of it (malloc_trim.py).
+                with trimming_freed_memory() if first_call else contextlib.nullcontext():
+                    logs = _python_logs(train(batch))
+                first_call = False
                 callback_list.on_train_batch_end(step, logs)
                 if chief and save_every_steps and (step + 1) % save_every_steps == 0:
                     save_state(model, checkpoint_dir, epoch, step + 1)
