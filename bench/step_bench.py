@@ -69,9 +69,9 @@ flags.DEFINE_enum(
     "how the edges enter the step's graph (mixed_edge.set_edge_graph_mode)",
 )
 flags.DEFINE_bool(
-    "static_batch", False,
-    "batch with drop_remainder=True, so the train step is traced with a known batch size "
-    "(shape arithmetic of the gradients folds away)",
+    "static_batch", True,
+    "batch with drop_remainder=True, as bin/search and bin/train batch their training data, so the "
+    "step is traced with a known batch size; --nostatic_batch: unknown, as Keras's fit traced it",
 )
 flags.DEFINE_bool("reference_update", False,
                   "the per-variable update and per-tensor clip of before (reference_update.py)")
