@@ -139,16 +139,21 @@ def _mix_normalized(y, raw, mean, inverse_std, a):
     """
     blocks = a.shape[3]
     channels = y.shape[-1] // blocks
+    # `raw` may begin with blocks that are not y's (the stage-1 BN input
+    # starts with the separable convolutions' first halves): their sums are
+    # taken and dropped, cheaper than a copy of y's part of `raw` that the
+    # forward would keep alive until the backward (ASM's peak memory).
+    lead = raw.shape[-1] // channels - blocks
     mixed = tf.reduce_sum(_blocks(y, channels) * a, axis=3)
     y_shape = tf.shape(y)  # taken here: a Shape op in the backward would keep y alive
 
     def gradient(g):
         g_blocks = g[:, :, :, None, :]
-        sums = tf.reduce_sum(_blocks(raw, channels) * g_blocks, axis=[1, 2])  # [B, n, C]
+        sums = tf.reduce_sum(_blocks(raw, channels) * g_blocks, axis=[1, 2])  # [B, lead + n, C]
         total = tf.reduce_sum(g, axis=[1, 2])[:, None, :]  # [B, 1, C]
-        mean_blocks = tf.reshape(mean, [blocks, channels])
-        scale_blocks = tf.reshape(inverse_std, [blocks, channels])
-        grad_a = tf.reduce_sum(scale_blocks * (sums - mean_blocks * total), axis=-1)
+        mean_blocks = tf.reshape(mean, [lead + blocks, channels])
+        scale_blocks = tf.reshape(inverse_std, [lead + blocks, channels])
+        grad_a = tf.reduce_sum(scale_blocks * (sums - mean_blocks * total), axis=-1)[:, lead:]
         grad_y = tf.reshape(g_blocks * a, y_shape)
         return grad_y, None, None, None, tf.reshape(grad_a, [-1, 1, 1, blocks, 1])
 
@@ -243,7 +248,7 @@ def _op_outputs(spec, x, w, moving_mean, moving_variance):
     sources = None
     if training:
         (raw, mean, inverse_std), stage2 = recompute
-        sources = [(pre_bn_groups[0], *(tf.split(t, split1)[1] for t in (mean, inverse_std))), stage2]
+        sources = [(raw, mean, inverse_std), stage2]  # raw1 whole: `_mix_normalized` skips its lead
         sources += [None] * len(tail)
     return groups, pre_bn_groups, _OUTPUT_ORDER[s], stats, sources
 
