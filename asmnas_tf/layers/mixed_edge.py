@@ -236,7 +236,9 @@ def _op_outputs(spec, x, w, moving_mean, moving_variance):
     split1 = [2 * c, normed.shape[-1] - 2 * c]
     sep_a, final1 = tf.split(normed, split1, axis=-1)
     # Stage 2: the second halves of both separable convolutions.
-    halves = tf.split(ops.relu(sep_a), 2, axis=-1)
+    # ReLU after the split: each half's ReLU output is what its depthwise
+    # convolution's backward keeps; a ReLU before it kept both its output and the split's copies.
+    halves = [ops.relu(half) for half in tf.split(sep_a, 2, axis=-1)]
     raw2 = tf.concat([conv(half, f"sep{k}_dw2", f"sep{k}_pw2", 1, 1) for k, half in zip((3, 5), halves)], axis=-1)
     final2 = batch_norm(raw2, _STAGE2)
     # The op outputs as channel blocks of final1 (max, avg, dil3, dil5
