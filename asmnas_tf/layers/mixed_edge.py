@@ -126,7 +126,7 @@ def _inverse_std(y, variance):
 
 @tf.custom_gradient
 def _mix_normalized(y, raw, mean, inverse_std, a):
-    """Eq. 4.2 over the C-channel blocks of y = BN(raw): sum_k a_k y_k, y not kept for the backward.
+    """Eq. 4.2 over the C-channel blocks of y, BN(raw)'s last blocks: sum_k a_k y_k, y not kept for the backward.
 
     The coefficients' gradient is sum_{h,w,c} g y_k per sample; autodiff
     would keep every y_k (each op's output after its BatchNorm) of every
