@@ -21,13 +21,17 @@ M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
 ARENAS = 2
 
 
+def glibc_function(name):
+    """The C library's function `name` (mallopt, malloc_trim, ...), or None where it has none (not glibc)."""
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
+
+
 def limit_malloc_arenas(arenas=ARENAS):
     """mallopt(M_ARENA_MAX, arenas) unless MALLOC_ARENA_MAX is set; returns whether it was applied."""
     if os.environ.get("MALLOC_ARENA_MAX"):
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False  # not glibc
-    return bool(mallopt(M_ARENA_MAX, int(arenas)))
+    mallopt = glibc_function("mallopt")
+    return mallopt is not None and bool(mallopt(M_ARENA_MAX, int(arenas)))

@@ -17,20 +17,11 @@ it does nothing.
 """
 
 import contextlib
-import ctypes
-import ctypes.util
 import threading
 
+from asmnas_tf.runtime.malloc_arenas import glibc_function
+
 INTERVAL_S = 0.5
-
-
-def _malloc_trim():
-    """glibc's malloc_trim, or None where there is none."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc.malloc_trim
-    except (OSError, AttributeError):
-        return None
 
 
 @contextlib.contextmanager
@@ -40,7 +31,7 @@ def trimming_freed_memory(interval_s=INTERVAL_S):
     ctypes releases the GIL for the call, so the block's own Python and
     TensorFlow threads go on meanwhile. One last trim when the block ends.
     """
-    trim = _malloc_trim()
+    trim = glibc_function("malloc_trim")
     if trim is None:
         yield
         return
