@@ -8,8 +8,12 @@ meta-optimizer iteration, both TFG passes (shape inference, control-flow
 sinking), constant folding, the layout optimizer (the graph is NHWC
 already), loop optimisation and the implementation selector. At paper size
 they were ~12 s of the ~21 s of Grappler; with them off the steady step is
-unchanged (per-pass times and A/B figures in bench/README.md). On a GPU host
-Grappler keeps its defaults: the memory optimizer and layout may matter there.
+unchanged (per-pass times and A/B figures in bench/README.md). The remapper
+(oneDNN fusions: BatchNorm + ReLU, MatMul + BiasAdd) is off too: ~2.5 s of
+the supernet's Grappler time, op thread-time a step unchanged without it,
+and the evaluation network's peak RSS 0.47 GB lower (bench/README.md,
+"Issue 14, part 6"). On a GPU host Grappler keeps its defaults: the memory
+optimizer, layout and the cuDNN fusions may matter there.
 
 `tf.config.optimizer.set_experimental_options` reaches only some of these
 fields; `tf.function` calls read their ConfigProto from the eager context's
@@ -29,6 +33,7 @@ LEAN_CPU_REWRITES = {
     "layout_optimizer": "OFF",
     "loop_optimization": "OFF",
     "implementation_selector": "OFF",
+    "remapping": "OFF",
 }
 
 
