@@ -71,3 +71,26 @@ def test_gradients_reach_t1_to_t4_and_the_op_weights():
         assert g is not None, name
         assert float(tf.reduce_sum(tf.abs(g))) > 0.0, name
     assert len(op_weights) == 12  # 4 + 4 separable, 2 + 2 dilated kernels
+
+
+def test_hand_written_gradient_equals_autodiff():
+    """attention.coefficients_gradient (the fused edge's backward) against GradientTape, float32 and float64."""
+    from asmnas_tf.layers import attention
+
+    for dtype in ("float32", "float64"):
+        rng = np.random.default_rng(7)
+        params = {name: tf.constant(rng.normal(size=shape), dtype=dtype)
+                  for name, shape, _ in attention.attention_param_shapes(len(PRIMITIVES), 6)}
+        embedding = tf.constant(rng.normal(size=(5, len(PRIMITIVES))), dtype=dtype)
+        upstream = tf.constant(rng.normal(size=(5, len(PRIMITIVES))), dtype="float32")
+        with tf.GradientTape() as tape:
+            tape.watch([embedding, *params.values()])
+            activations = []
+            coeffs = attention.coefficients(embedding, params, activations)
+        expected = tape.gradient(coeffs, [embedding, *params.values()], output_gradients=upstream)
+        grad_embedding, grads = attention.coefficients_gradient(upstream, coeffs, embedding, params, activations)
+        assert len(activations) == 4 and grad_embedding.dtype == embedding.dtype
+        tolerance = 1e-6 if dtype == "float32" else 1e-7  # the softmax runs in float32 either way
+        np.testing.assert_allclose(np.asarray(grad_embedding), np.asarray(expected[0]), atol=tolerance)
+        for name, want in zip(params, expected[1:]):
+            np.testing.assert_allclose(np.asarray(grads[name]), np.asarray(want), atol=tolerance, err_msg=name)

@@ -44,11 +44,13 @@ def embed(outputs):
     return ops.stack(means, axis=1)
 
 
-def coefficients(embedding, params):
+def coefficients(embedding, params, activations=None):
     """Eq. 4.4 and 4.5: attention coefficients a, shape [B, |O|], rows sum to 1.
 
     The softmax runs in float32 whatever the compute dtype, so that mixed
     precision cannot make the coefficients lose their normalisation.
+    `activations`, a list, receives T1..T4's outputs (after ReLU / sigmoid)
+    for `coefficients_gradient`.
     """
     h = embedding
     for layer in range(1, 5):
@@ -56,7 +58,31 @@ def coefficients(embedding, params):
         # (210 modules in the paper's supernet).
         h = tf.nn.bias_add(tf.matmul(h, params[f"t{layer}_kernel"]), params[f"t{layer}_bias"])
         h = tf.nn.relu(h) if layer < 4 else tf.sigmoid(h)
+        if activations is not None:
+            activations.append(h)
     return tf.nn.softmax(tf.cast(h, "float32"), axis=-1)
+
+
+def coefficients_gradient(grad_coeffs, coeffs, embedding, params, activations):
+    """The backward of `coefficients` by hand: (dL/dE, {name: dL/dT}).
+
+    `coeffs` and `activations` are the forward's; the ops are autodiff's
+    (softmax, SigmoidGrad, ReluGrad, the dense layers' two MatMuls and a
+    sum), so a caller with its own custom gradient (`mixed_edge.py`) gets
+    the same numbers without a nested tape.
+    """
+    grad = grad_coeffs * coeffs
+    grad = grad - coeffs * tf.reduce_sum(grad, axis=-1, keepdims=True)  # softmax, eq. 4.5
+    grad = tf.raw_ops.SigmoidGrad(y=activations[3], dy=tf.cast(grad, activations[3].dtype))
+    grads = {}
+    for layer in range(4, 0, -1):
+        if layer < 4:
+            grad = tf.raw_ops.ReluGrad(gradients=grad, features=activations[layer - 1])
+        inputs = activations[layer - 2] if layer > 1 else embedding
+        grads[f"t{layer}_kernel"] = tf.matmul(inputs, grad, transpose_a=True)
+        grads[f"t{layer}_bias"] = tf.reduce_sum(grad, axis=0)
+        grad = tf.matmul(grad, params[f"t{layer}_kernel"], transpose_b=True)
+    return grad, grads
 
 
 def weighted_sum(outputs, coeffs):

@@ -115,6 +115,9 @@ def _biased(variance, y):
     """The biased variance of y's channels from `_batch_norm_train`'s (the fused op's is unbiased)."""
     if y.dtype == tf.float64:
         return variance
+    if y.shape[:3].is_fully_defined():  # a traced step's batch is static (drop_remainder): a Python number
+        count = y.shape[0] * y.shape[1] * y.shape[2]
+        return variance * ((count - 1.0) / count)
     count = tf.cast(tf.shape(y)[0] * y.shape[1] * y.shape[2], variance.dtype)
     return variance * ((count - 1.0) / count)
 
@@ -160,6 +163,77 @@ def _mix_normalized(y, raw, mean, inverse_std, a):
     return mixed, gradient
 
 
+def _attend_and_mix(spec, groups, sources, w, order):
+    """Eq. 4.2-4.5 in training, post-BN embedding: (mixed, coeffs), one hand-written gradient.
+
+    Autodiff took each group's embedding gradient (eq. 4.3's mean: a Tile
+    and a RealDiv the size of the op outputs) and added it to the mixing's
+    with an AddN: three full-tensor passes per group and ~50 graph nodes per
+    edge. Here the gradient into group k is g a_k + dL/de_k / (H W C), one
+    broadcast expression; the coefficients' gradient comes from the BN inputs
+    as in `_mix_normalized` (y not kept), T1..T4's from
+    `attention.coefficients_gradient`.
+    """
+    c = spec.channels
+    widths = [y.shape[-1] // c for y in groups]
+    names = [name for name, _, _ in attention.attention_param_shapes(len(PRIMITIVES), spec.hidden_units)]
+    normalised = [source is not None for source in sources]
+    source_args = [t for source in sources if source is not None for t in source]
+    dtype = groups[0].dtype
+    to_primitives = _permutation(order, True, dtype)  # [n, |O|]; its transpose maps back
+    from_primitives = _permutation(order, False, dtype)
+
+    @tf.custom_gradient
+    def attend(*args):
+        ys = args[:len(groups)]
+        rest = list(args[len(groups):len(groups) + len(source_args)])
+        params = dict(zip(names, args[len(groups) + len(source_args):]))
+        group_sources = [tuple(rest.pop(0) for _ in range(3)) if n else None for n in normalised]
+        blocks = [_blocks(y, c) for y in ys]
+        means = tf.concat([tf.reduce_mean(b, axis=[1, 2, 4]) for b in blocks], axis=1)  # eq. 4.3
+        embedding = tf.matmul(means, to_primitives)
+        activations = []
+        coeffs = attention.coefficients(embedding, params, activations)  # eq. 4.4-4.5
+        a = tf.matmul(tf.cast(coeffs, dtype), from_primitives)
+        a_groups = tf.split(tf.reshape(a, [-1, 1, 1, len(order), 1]), widths, axis=3)
+        mixed = tf.add_n([tf.reduce_sum(b * a_k, axis=3) for b, a_k in zip(blocks, a_groups)])  # eq. 4.2
+        # Taken here: a Shape op in the backward would keep the y's alive. x
+        # (the skip group) is the edge's input, kept anyway.
+        shapes = [y.shape if y.shape.is_fully_defined() else tf.shape(y) for y in ys]
+        unnormalised = [None if n else y for y, n in zip(ys, normalised)]
+
+        def gradient(g, grad_coeffs):
+            g_blocks = tf.expand_dims(g, 3)
+            total = tf.expand_dims(tf.reduce_sum(g, axis=[1, 2]), 1)  # [B, 1, C]
+            grad_a = []
+            for source, y, width in zip(group_sources, unnormalised, widths):
+                if source is None:
+                    grad_a.append(tf.reduce_sum(_blocks(y, c) * g_blocks, axis=[1, 2, 4]))
+                    continue
+                raw, mean, inverse_std = source
+                lead = raw.shape[-1] // c - width  # `_mix_normalized`: sums of raw's leading blocks dropped
+                sums = tf.reduce_sum(_blocks(raw, c) * g_blocks, axis=[1, 2])  # [B, lead + width, C]
+                centred = sums - tf.reshape(mean, [lead + width, c]) * total
+                part = tf.reduce_sum(tf.reshape(inverse_std, [lead + width, c]) * centred, axis=-1)
+                grad_a.append(part[:, lead:] if lead else part)
+            grad_from_a = tf.cast(tf.matmul(tf.concat(grad_a, axis=1), to_primitives), "float32")
+            grad_coeffs = grad_from_a if grad_coeffs is None else grad_coeffs + grad_from_a
+            grad_embedding, grad_params = attention.coefficients_gradient(
+                grad_coeffs, coeffs, embedding, params, activations)
+            grad_means = tf.split(tf.matmul(grad_embedding, from_primitives), widths, axis=1)
+            grad_ys = []
+            for grad_mean, a_k, shape, width in zip(grad_means, a_groups, shapes, widths):
+                size = shape[1] * shape[2] * c  # the mean's count, eq. 4.3
+                per_element = grad_mean / tf.cast(size, dtype) if isinstance(size, tf.Tensor) else grad_mean / size
+                grad_y = g_blocks * a_k + tf.reshape(per_element, [-1, 1, 1, width, 1])
+                grad_ys.append(tf.reshape(grad_y, shape))
+            return (*grad_ys, *[None] * len(source_args), *[grad_params[name] for name in names])
+
+        return (mixed, coeffs), gradient
+
+    return attend(*groups, *source_args, *[w[name] for name in names])
+
+
 def _blocks(y, channels):
     """[B, H, W, n * C] -> [B, H, W, n, C]: one block per op."""
     spatial = [tf.shape(y)[i] if y.shape[i] is None else y.shape[i] for i in (1, 2)]
@@ -186,10 +260,11 @@ def _unpack(flat, pieces):
     """The flat weight vector split into its pieces, by name, in their shapes.
 
     One split (and one concat in the gradient) instead of a slice per
-    piece, whose gradients would each be a full-size scatter.
+    piece, whose gradients would each be a full-size scatter. By sizes, not
+    keras's split points (which it turns into sizes with ~15 graph nodes).
     """
     sizes = [math.prod(shape) for _, shape, _ in pieces]
-    parts = ops.split(flat, list(itertools.accumulate(sizes))[:-1])
+    parts = tf.split(flat, sizes)
     return {name: ops.reshape(part, shape) for (name, shape, _), part in zip(pieces, parts)}
 
 
@@ -274,6 +349,13 @@ def _edge_forward(spec, x, kernel, moving_mean, moving_variance, alpha, replacem
     c = spec.channels
     groups, pre_bn_groups, order, stats, sources = _op_outputs(spec, x, w, moving_mean, moving_variance)
 
+    # ASM's training step: the attention and the mixing as one custom gradient.
+    # Mixed precision keeps autodiff (`_mix_normalized`'s note below); so do
+    # the pre-BN embedding and the stability experiment's replacement.
+    if (spec.training and spec.mixing == "attention" and spec.embedding == "post_bn" and replacement is None
+            and x.dtype in (tf.float32, tf.float64)):
+        mixed, coeffs = _attend_and_mix(spec, groups, sources, w, order)
+        return (mixed, coeffs, *_new_moving_stats(stats, spec.stride, moving_mean, moving_variance, groups[1]))
     if spec.mixing == "attention":
         coeffs = attention.coefficients(_embedding(spec, groups, pre_bn_groups, order), w)
     elif spec.mixing == "path":
@@ -329,7 +411,11 @@ def _new_moving_stats(stats, stride, moving_mean, moving_variance, y):
         for values in zip(*stats)
     )
     variance = _biased(variance, y)
-    return op_math.moving_average(moving_mean, mean), op_math.moving_average(moving_variance, variance)
+    # Statistics, not a path of the loss: without the stops, the edge's
+    # backward graph carried ~50 nodes of gradient from these outputs, through
+    # the gather, to the BN's statistics, where the fused BN's gradient drops it.
+    return (tf.stop_gradient(op_math.moving_average(moving_mean, mean)),
+            tf.stop_gradient(op_math.moving_average(moving_variance, variance)))
 
 
 def _pieces(spec):
