@@ -42,7 +42,10 @@ class DropPath(keras.layers.Layer):
         noise = keras.random.uniform((ops.shape(x)[0], 1, 1, 1), seed=self.seed_generator, dtype=x.dtype)
         # floor(keep + U[0, 1)) is 1 with probability keep (DARTS's bernoulli_).
         mask = ops.floor(keep + noise)
-        return x / keep * mask
+        # One pass over x each way: the [B, 1, 1, 1] scale first (DARTS divides
+        # x by keep, then multiplies by the mask: two passes, and a division's
+        # gradient to trace).
+        return x * (mask / keep)
 
     def get_config(self):
         return {**super().get_config(), "seed": self.seed}
