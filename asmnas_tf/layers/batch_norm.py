@@ -39,7 +39,7 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
         moving_mean = ops.cast(self.moving_mean, "float32")
         moving_variance = ops.cast(self.moving_variance, "float32")
         if training and self.trainable:
-            ratio = _biased_over_unbiased(inputs)
+            ratio = biased_over_unbiased(inputs)
             if isinstance(ratio, float) and ratio > 0.0:
                 return self._train_averaging_in_kernel(inputs, gamma, beta, moving_mean, moving_variance, ratio)
             empty = tf.zeros([0])  # no statistics in: the kernel computes the batch's
@@ -56,7 +56,6 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
             x=inputs, scale=gamma, offset=beta, mean=moving_mean, variance=moving_variance,
             epsilon=self.epsilon, exponential_avg_factor=1.0, data_format="NHWC", is_training=False)
         return outputs
-
 
     def _train_averaging_in_kernel(self, inputs, gamma, beta, moving_mean, moving_variance, ratio):
         """Training with a static batch: the moving averages from the kernel itself.
@@ -78,7 +77,7 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
         return outputs
 
 
-def _biased_over_unbiased(inputs):
+def biased_over_unbiased(inputs):
     """(n - 1) / n for the n = batch x height x width values of each channel.
 
     A Python number when the shape is static (training batches are: the

@@ -18,7 +18,6 @@ tests check equal outputs and gradients on the same weights.
 """
 
 import collections
-import itertools
 import math
 
 import keras
@@ -27,6 +26,7 @@ import tensorflow as tf
 from keras import ops
 
 from asmnas_tf.layers import attention
+from asmnas_tf.layers.batch_norm import biased_over_unbiased
 
 from asmnas_tf.layers import op_math
 from asmnas_tf.space.primitives import PRIMITIVES
@@ -115,11 +115,7 @@ def _biased(variance, y):
     """The biased variance of y's channels from `_batch_norm_train`'s (the fused op's is unbiased)."""
     if y.dtype == tf.float64:
         return variance
-    if y.shape[:3].is_fully_defined():  # a traced step's batch is static (drop_remainder): a Python number
-        count = y.shape[0] * y.shape[1] * y.shape[2]
-        return variance * ((count - 1.0) / count)
-    count = tf.cast(tf.shape(y)[0] * y.shape[1] * y.shape[2], variance.dtype)
-    return variance * ((count - 1.0) / count)
+    return variance * biased_over_unbiased(y)  # a Python number for a static batch
 
 
 def _inverse_std(y, variance):
@@ -142,25 +138,36 @@ def _mix_normalized(y, raw, mean, inverse_std, a):
     """
     blocks = a.shape[3]
     channels = y.shape[-1] // blocks
-    # `raw` may begin with blocks that are not y's (the stage-1 BN input
-    # starts with the separable convolutions' first halves): their sums are
-    # taken and dropped, cheaper than a copy of y's part of `raw` that the
-    # forward would keep alive until the backward (ASM's peak memory).
-    lead = raw.shape[-1] // channels - blocks
     mixed = tf.reduce_sum(_blocks(y, channels) * a, axis=3)
     y_shape = tf.shape(y)  # taken here: a Shape op in the backward would keep y alive
 
     def gradient(g):
-        g_blocks = g[:, :, :, None, :]
-        sums = tf.reduce_sum(_blocks(raw, channels) * g_blocks, axis=[1, 2])  # [B, lead + n, C]
-        total = tf.reduce_sum(g, axis=[1, 2])[:, None, :]  # [B, 1, C]
-        mean_blocks = tf.reshape(mean, [lead + blocks, channels])
-        scale_blocks = tf.reshape(inverse_std, [lead + blocks, channels])
-        grad_a = tf.reduce_sum(scale_blocks * (sums - mean_blocks * total), axis=-1)[:, lead:]
+        g_blocks = tf.expand_dims(g, 3)
+        total = tf.expand_dims(tf.reduce_sum(g, axis=[1, 2]), 1)
+        grad_a = _sums_with_normalized(g_blocks, total, raw, mean, inverse_std, blocks, channels)
         grad_y = tf.reshape(g_blocks * a, y_shape)
         return grad_y, None, None, None, tf.reshape(grad_a, [-1, 1, 1, blocks, 1])
 
     return mixed, gradient
+
+
+def _sums_with_normalized(g_blocks, total, raw, mean, inverse_std, blocks, channels):
+    """sum_{h,w,c} g y_k per sample [B, blocks], y = BN(raw)'s last `blocks` blocks, from raw.
+
+    y_kc = (raw_kc - mean_kc) inverse_std_kc, so the sum is sum_c
+    inverse_std_kc (sum_hw g raw_kc - mean_kc sum_hw g): y need not be kept
+    for the backward (BN's own gradient keeps raw). `g_blocks` is g
+    [B, H, W, 1, C], `total` its sums over H, W [B, 1, C]. `raw` may begin
+    with blocks that are not y's (the stage-1 BN input starts with the
+    separable convolutions' first halves): their sums are taken and
+    dropped, cheaper than a copy of y's part of `raw` that the forward would
+    keep alive until the backward (ASM's peak memory).
+    """
+    lead = raw.shape[-1] // channels - blocks
+    sums = tf.reduce_sum(_blocks(raw, channels) * g_blocks, axis=[1, 2])  # [B, lead + blocks, C]
+    centred = sums - tf.reshape(mean, [lead + blocks, channels]) * total
+    products = tf.reduce_sum(tf.reshape(inverse_std, [lead + blocks, channels]) * centred, axis=-1)
+    return products[:, lead:] if lead else products
 
 
 def _attend_and_mix(spec, groups, sources, w, order):
@@ -210,12 +217,7 @@ def _attend_and_mix(spec, groups, sources, w, order):
                 if source is None:
                     grad_a.append(tf.reduce_sum(_blocks(y, c) * g_blocks, axis=[1, 2, 4]))
                     continue
-                raw, mean, inverse_std = source
-                lead = raw.shape[-1] // c - width  # `_mix_normalized`: sums of raw's leading blocks dropped
-                sums = tf.reduce_sum(_blocks(raw, c) * g_blocks, axis=[1, 2])  # [B, lead + width, C]
-                centred = sums - tf.reshape(mean, [lead + width, c]) * total
-                part = tf.reduce_sum(tf.reshape(inverse_std, [lead + width, c]) * centred, axis=-1)
-                grad_a.append(part[:, lead:] if lead else part)
+                grad_a.append(_sums_with_normalized(g_blocks, total, *source, width, c))
             grad_from_a = tf.cast(tf.matmul(tf.concat(grad_a, axis=1), to_primitives), "float32")
             grad_coeffs = grad_from_a if grad_coeffs is None else grad_coeffs + grad_from_a
             grad_embedding, grad_params = attention.coefficients_gradient(
