@@ -78,3 +78,15 @@ def test_other_shapes_take_keras_path_and_config_round_trips():
     np.testing.assert_allclose(y, (x - x.mean(0)) / np.sqrt(x.var(0) + op_math.BN_EPSILON), rtol=1e-4, atol=1e-4)
     clone = FusedBatchNorm.from_config(layer.get_config())
     assert clone.momentum == op_math.BN_MOMENTUM and clone.epsilon == op_math.BN_EPSILON
+
+
+def test_one_value_per_channel_keeps_keras_statistics():
+    # n = 1 ((n - 1) / n = 0): the kernel's own average cannot be used; the batch variance is 0 (Keras's).
+    keras_bn, fused = _pair(True, momentum=0.6)
+    x = np.random.default_rng(6).normal(size=(1, 1, 1, 3)).astype("float32")
+    initial = fused.moving_variance.numpy()
+    keras_bn(x, training=True)
+    fused(x, training=True)
+    np.testing.assert_allclose(fused.moving_mean.numpy(), keras_bn.moving_mean.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(fused.moving_variance.numpy(), 0.6 * initial, rtol=1e-6)
+    np.testing.assert_allclose(fused.moving_variance.numpy(), keras_bn.moving_variance.numpy(), rtol=1e-6)

@@ -180,3 +180,24 @@ def test_every_weight_piece_has_pytorchs_default_init():
         assert np.abs(values).max() <= bound, name
         if values.size >= 256:
             assert abs(values.std() / (bound / np.sqrt(3)) - 1.0) < 0.15, name
+
+
+def test_training_gradients_with_an_unknown_batch_equal_the_static_ones():
+    """The fused attention's backward takes its sizes from tf.shape when the batch is unknown (Keras's fit)."""
+    x, _, _, edge, _ = _pair(1, seed=6)
+    target = tf.constant(np.random.default_rng(7).normal(size=(3, 7, 7, C)).astype("float32"))
+
+    def grads(t):
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            mixed, coeffs = edge(t, training=True)
+            loss = tf.reduce_mean((mixed - target) ** 2) + tf.reduce_sum(coeffs[:, 2])
+        return tape.gradient(loss, [t, edge.kernel])
+
+    start = edge.get_weights()
+    static = [np.asarray(g) for g in grads(x)]
+    edge.set_weights(start)
+    unknown = tf.function(grads, input_signature=[tf.TensorSpec((None, 7, 7, C))])
+    assert unknown.get_concrete_function().structured_outputs[0].shape.as_list() == [None, 7, 7, C]
+    for got, want in zip(unknown(x), static):
+        np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)

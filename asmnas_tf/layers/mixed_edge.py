@@ -187,7 +187,7 @@ def _attend_and_mix(spec, groups, sources, w, order):
     normalised = [source is not None for source in sources]
     source_args = [t for source in sources if source is not None for t in source]
     dtype = groups[0].dtype
-    to_primitives = _permutation(order, True, dtype)  # [n, |O|]; its transpose maps back
+    to_primitives = _permutation(order, True, dtype)  # [n, |O|]; `from_primitives` is its transpose
     from_primitives = _permutation(order, False, dtype)
 
     @tf.custom_gradient
@@ -196,14 +196,11 @@ def _attend_and_mix(spec, groups, sources, w, order):
         rest = list(args[len(groups):len(groups) + len(source_args)])
         params = dict(zip(names, args[len(groups) + len(source_args):]))
         group_sources = [tuple(rest.pop(0) for _ in range(3)) if n else None for n in normalised]
-        blocks = [_blocks(y, c) for y in ys]
-        means = tf.concat([tf.reduce_mean(b, axis=[1, 2, 4]) for b in blocks], axis=1)  # eq. 4.3
-        embedding = tf.matmul(means, to_primitives)
+        embedding = _embedding(spec, ys, None, order)  # eq. 4.3 (post-BN: from the y's)
         activations = []
         coeffs = attention.coefficients(embedding, params, activations)  # eq. 4.4-4.5
-        a = tf.matmul(tf.cast(coeffs, dtype), from_primitives)
-        a_groups = tf.split(tf.reshape(a, [-1, 1, 1, len(order), 1]), widths, axis=3)
-        mixed = tf.add_n([tf.reduce_sum(b * a_k, axis=3) for b, a_k in zip(blocks, a_groups)])  # eq. 4.2
+        a_groups = _block_coefficients(coeffs, order, ys, c)
+        mixed = tf.add_n([tf.reduce_sum(_blocks(y, c) * a_k, axis=3) for y, a_k in zip(ys, a_groups)])  # eq. 4.2
         # Taken here: a Shape op in the backward would keep the y's alive. x
         # (the skip group) is the edge's input, kept anyway.
         shapes = [y.shape if y.shape.is_fully_defined() else tf.shape(y) for y in ys]
@@ -332,6 +329,13 @@ def _op_outputs(spec, x, w, moving_mean, moving_variance):
     return groups, pre_bn_groups, _OUTPUT_ORDER[s], stats, sources
 
 
+def _block_coefficients(coeffs, order, groups, channels):
+    """coeffs [B, |O|] (PRIMITIVES order) as one [B, 1, 1, n, 1] tensor per group, n its blocks (`order`)."""
+    dtype = groups[0].dtype
+    a = tf.matmul(tf.cast(coeffs, dtype), _permutation(order, False, dtype))
+    return tf.split(tf.reshape(a, [-1, 1, 1, len(order), 1]), [y.shape[-1] // channels for y in groups], axis=3)
+
+
 def _embedding(spec, groups, pre_bn_groups, order):
     """Eq. 4.3: E [B, |O|] in PRIMITIVES order (zero's e_k is 0), from `spec.embedding`."""
     source = groups if spec.embedding == "post_bn" else pre_bn_groups
@@ -376,8 +380,7 @@ def _edge_forward(spec, x, kernel, moving_mean, moving_variance, alpha, replacem
         one_hot = ops.one_hot(ops.maximum(replacement, 0), len(PRIMITIVES), dtype=coeffs.dtype)
         coeffs = ops.where(replacement >= 0, ops.broadcast_to(one_hot[None, :], ops.shape(coeffs)), coeffs)
     # eq. 4.2, per block: sum_k a_k y_k.
-    a = tf.matmul(tf.cast(coeffs, x.dtype), _permutation(order, False, x.dtype))
-    a = tf.split(tf.reshape(a, [-1, 1, 1, len(order), 1]), [y.shape[-1] // c for y in groups], axis=3)
+    a = _block_coefficients(coeffs, order, groups, c)
     # The attention's coefficients take their gradient from the BN inputs
     # (`_mix_normalized`: ASM's step at L = 15 -8%, bench/README.md); fixed
     # ones (uniform, path) need none; DARTS's alpha keeps autodiff (its
