@@ -122,17 +122,76 @@ def test_op_layers_serialize(name):
     np.testing.assert_array_equal(_call(clone, x), expected)
 
 
-def _numpy_depthwise(x, kernel, stride):
-    """Depthwise k x k convolution with symmetric zero padding (k - 1) / 2, as PyTorch's groups=C conv."""
+def _numpy_depthwise(x, kernel, stride, dilation=1):
+    """Depthwise k x k convolution with symmetric zero padding d (k - 1) / 2, as PyTorch's groups=C conv."""
     k = kernel.shape[0]
-    pad = (k - 1) // 2
+    pad = dilation * (k - 1) // 2
     padded = np.pad(x, [(0, 0), (pad, pad), (pad, pad), (0, 0)])
     h, w = x.shape[1], x.shape[2]
     out = np.zeros(x.shape, np.float64)
     for i in range(k):
         for j in range(k):
-            out += padded[:, i:i + h, j:j + w, :] * kernel[i, j, :, 0]
+            out += padded[:, i * dilation:i * dilation + h, j * dilation:j * dilation + w, :] * kernel[i, j, :, 0]
     return out[:, ::stride, ::stride, :]
+
+
+def _numpy_depthwise_kernel_gradient(x, upstream, size, dilation):
+    """d sum(upstream * conv(x, kernel)) / d kernel at stride 1: sum_{b,h,w} x_pad[b, h + d i, w + d j] upstream[b, h, w]."""
+    pad = dilation * (size - 1) // 2
+    padded = np.pad(x, [(0, 0), (pad, pad), (pad, pad), (0, 0)])
+    h, w = x.shape[1], x.shape[2]
+    grad = np.zeros((size, size, x.shape[3], 1))
+    for i in range(size):
+        for j in range(size):
+            window = padded[:, i * dilation:i * dilation + h, j * dilation:j * dilation + w, :]
+            grad[i, j, :, 0] = (window * upstream).sum(axis=(0, 1, 2))
+    return grad
+
+
+@pytest.mark.parametrize("kernel_size", [3, 5])
+@pytest.mark.parametrize("dilation", [1, 2])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_conv_gradients_equal_numpy_and_autodiff(kernel_size, dilation, stride):
+    """The 5 x 5 kernels' hand-written gradient (op_math._wide_depthwise) and the 3 x 3 ones' native one:
+    the kernel gradient equal to numpy's sum of products in float64 (to 1e-10, images 9 x 6, so a
+    window that crossed two stacked images or confused H and W would show), and both gradients equal
+    to TensorFlow's autodiff of tf.nn.depthwise_conv2d in float32 to 1e-5, with an unknown batch."""
+    import tensorflow as tf
+
+    from asmnas_tf.layers import op_math
+
+    rng = np.random.default_rng(kernel_size * 100 + dilation * 10 + stride)
+    x = rng.normal(size=(3, 9, 6, 4))
+    kernel = rng.normal(size=(kernel_size, kernel_size, 4, 1))
+    expected = _numpy_depthwise(x, kernel, stride, dilation)
+    upstream = rng.normal(size=expected.shape)
+
+    def gradients(conv, x_value, kernel_value, upstream_value):
+        with tf.GradientTape() as tape:
+            tape.watch([x_value, kernel_value])
+            y = conv(x_value, kernel_value)
+        return (y, *tape.gradient(y, [x_value, kernel_value], output_gradients=upstream_value))
+
+    y, _, grad_kernel = gradients(lambda a, b: op_math.depthwise_conv(a, b, stride, dilation),
+                                  tf.constant(x), tf.constant(kernel), tf.constant(upstream))
+    np.testing.assert_allclose(y.numpy(), expected, rtol=1e-10, atol=1e-10)
+    dense_upstream = np.zeros(x.shape)  # a stride-2 output is the stride-1 one subsampled
+    dense_upstream[:, ::stride, ::stride, :] = upstream
+    np.testing.assert_allclose(grad_kernel.numpy(),
+                               _numpy_depthwise_kernel_gradient(x, dense_upstream, kernel_size, dilation),
+                               rtol=1e-10, atol=1e-10)
+
+    def native(a, b):
+        dense = tf.nn.depthwise_conv2d(a, b, [1, 1, 1, 1], "SAME", dilations=[dilation, dilation])
+        return dense[:, ::stride, ::stride, :]
+
+    x32, k32, up32 = (tf.constant(v, tf.float32) for v in (x, kernel, upstream))
+    ours = tf.function(
+        lambda a, b, g: gradients(lambda u, v: op_math.depthwise_conv(u, v, stride, dilation), a, b, g),
+        input_signature=[tf.TensorSpec((None, 9, 6, 4)), tf.TensorSpec(k32.shape), tf.TensorSpec((None, *up32.shape[1:]))],
+    )(x32, k32, up32)
+    for got, want in zip(ours, gradients(native, x32, k32, up32)):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("kernel_size", [3, 5])

@@ -55,13 +55,13 @@ def depthwise_conv(x, kernel, stride=1, dilation=1):
     `tf.nn.depthwise_conv2d`'s SpaceToBatch form, whose SAME padding is the
     symmetric one at stride 1. TensorFlow refuses stride > 1 together with
     dilation > 1: compute at stride 1 and subsample, which is exact for
-    symmetric padding (SPEC §2).
+    symmetric padding (SPEC §2). From `WIDE_KERNEL` on, the stride-1
+    convolution has a hand-written gradient (`_wide_depthwise`).
     """
-    if dilation > 1:
-        y = tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], "SAME", dilations=[dilation, dilation])
-        return subsample(y, stride)
-    if stride == 1:
-        return tf.raw_ops.DepthwiseConv2dNative(input=x, filter=kernel, strides=[1, 1, 1, 1], padding="SAME")
+    if kernel.shape[0] >= WIDE_KERNEL and (stride == 1 or dilation > 1):
+        return subsample(_wide_depthwise(x, tf.convert_to_tensor(kernel), dilation), stride)
+    if dilation > 1 or stride == 1:
+        return subsample(_same_depthwise(x, kernel, dilation), stride)
     pad = (kernel.shape[0] - 1) // 2
     return tf.raw_ops.DepthwiseConv2dNative(
         input=x,
@@ -70,6 +70,65 @@ def depthwise_conv(x, kernel, stride=1, dilation=1):
         padding="EXPLICIT",
         explicit_paddings=[0, 0, pad, pad, pad, pad, 0, 0],
     )
+
+
+# From this kernel size on, the stride-1 depthwise convolution takes its
+# gradient from `_wide_depthwise`: oneDNN's own filter gradient of a 5 x 5
+# depthwise kernel ran 3-7x its forward on the development CPUs (3 x 3: about
+# equal), bench/README.md "Issue 14, part 7".
+WIDE_KERNEL = 5
+
+
+def _same_depthwise(x, kernel, dilation):
+    """Stride-1 depthwise convolution, symmetric padding dilation * (k - 1) / 2 (SAME at stride 1)."""
+    if dilation > 1:
+        return tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], "SAME", dilations=[dilation, dilation])
+    return tf.raw_ops.DepthwiseConv2dNative(input=x, filter=kernel, strides=[1, 1, 1, 1], padding="SAME")
+
+
+def _wide_depthwise(x, kernel, dilation):
+    """`_same_depthwise` whose gradient is two forward depthwise convolutions.
+
+    Input: the same convolution of the output gradient with the kernel
+    flipped in H and W (the adjoint of a stride-1 correlation with symmetric
+    zero padding). Kernel: `depthwise_kernel_gradient`.
+    """
+
+    @tf.custom_gradient
+    def convolve(x, kernel):
+        def gradient(g):
+            grad_x = _same_depthwise(g, tf.reverse(kernel, [0, 1]), dilation)
+            return grad_x, depthwise_kernel_gradient(x, g, kernel.shape[0], dilation)
+
+        return _same_depthwise(x, kernel, dilation), gradient
+
+    return convolve(x, kernel)
+
+
+def depthwise_kernel_gradient(x, g, size, dilation):
+    """sum_{b,h,w} x_pad[b, h + d i, w + d j, c] g[b, h, w, c]: the [k, k, C, 1] gradient of `_same_depthwise`'s kernel.
+
+    One forward depthwise convolution: x's images, each padded by p rows
+    above and below, stacked into one tall image, correlated at stride d
+    with g as the filter (g's images stacked the same way, 2p zero rows
+    under each, so that no window reads across two images); the
+    convolution's own padding adds p columns each side and 2p rows at the
+    bottom, so that its output is k x k: the kernel's gradient.
+    """
+    pad = dilation * (size - 1) // 2
+    width = x.shape[2] if x.shape[2] is not None else tf.shape(x)[2]
+    channels = x.shape[3]
+    # After g exists: x's padded copy depends on x alone, so the executor
+    # would otherwise make it during the forward and hold it to the backward
+    # (+0.3 GB at the paper's size).
+    with tf.control_dependencies([g]):
+        x = tf.identity(x)
+    tall = tf.reshape(tf.pad(x, [[0, 0], [pad, pad], [0, 0], [0, 0]]), [1, -1, width, channels])
+    taps = tf.reshape(tf.pad(g, [[0, 0], [0, 2 * pad], [0, 0], [0, 0]]), [-1, width, channels, 1])
+    grad = tf.raw_ops.DepthwiseConv2dNative(
+        input=tall, filter=taps, strides=[1, dilation, dilation, 1], padding="EXPLICIT",
+        explicit_paddings=[0, 0, 0, 2 * pad, pad, pad, 0, 0])
+    return tf.reshape(grad, [size, size, channels, 1])
 
 
 def pointwise_conv(x, kernel, stride=1, padding="VALID"):
