@@ -226,3 +226,23 @@ def test_depthwise_conv_pads_symmetrically_forward_and_backward(kernel_size, str
         explicit_paddings=[0, 0, pad, pad, pad, pad, 0, 0]))
     for got, want in zip(ours, explicit):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(8, 6), (7, 7), (8, 5)])
+def test_subsample_values_and_gradient(size):
+    """op_math.subsample at stride 2 (a reshape and a slice on even sizes, a strided slice otherwise):
+    every other pixel from the first, and the gradient the upstream one at those pixels, 0 elsewhere."""
+    import tensorflow as tf
+
+    from asmnas_tf.layers import op_math
+
+    rng = np.random.default_rng(sum(size))
+    x = tf.constant(rng.normal(size=(2, *size, 3)), tf.float32)
+    upstream = rng.normal(size=(2, -(-size[0] // 2), -(-size[1] // 2), 3)).astype("float32")
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = op_math.subsample(x, 2)
+    np.testing.assert_array_equal(y.numpy(), x.numpy()[:, ::2, ::2, :])
+    expected = np.zeros(x.shape, np.float32)
+    expected[:, ::2, ::2, :] = upstream
+    np.testing.assert_array_equal(tape.gradient(y, x, output_gradients=tf.constant(upstream)).numpy(), expected)
