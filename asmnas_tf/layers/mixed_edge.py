@@ -125,7 +125,7 @@ def _inverse_std(y, variance):
 
 @tf.custom_gradient
 def _mix_normalized(y, raw, mean, inverse_std, a):
-    """Eq. 4.2 over the C-channel blocks of y, BN(raw)'s last blocks: sum_k a_k y_k, y not kept for the backward.
+    """Eq. 4.2 over the C-channel blocks of y = BN(raw): sum_k a_k y_k, y not kept for the backward.
 
     The coefficients' gradient is sum_{h,w,c} g y_k per sample; autodiff
     would keep every y_k (each op's output after its BatchNorm) of every
@@ -152,22 +152,16 @@ def _mix_normalized(y, raw, mean, inverse_std, a):
 
 
 def _sums_with_normalized(g_blocks, total, raw, mean, inverse_std, blocks, channels):
-    """sum_{h,w,c} g y_k per sample [B, blocks], y = BN(raw)'s last `blocks` blocks, from raw.
+    """sum_{h,w,c} g y_k per sample [B, blocks], y = BN(raw), from raw.
 
     y_kc = (raw_kc - mean_kc) inverse_std_kc, so the sum is sum_c
     inverse_std_kc (sum_hw g raw_kc - mean_kc sum_hw g): y need not be kept
     for the backward (BN's own gradient keeps raw). `g_blocks` is g
-    [B, H, W, 1, C], `total` its sums over H, W [B, 1, C]. `raw` may begin
-    with blocks that are not y's (the stage-1 BN input starts with the
-    separable convolutions' first halves): their sums are taken and
-    dropped, cheaper than a copy of y's part of `raw` that the forward would
-    keep alive until the backward (ASM's peak memory).
+    [B, H, W, 1, C], `total` its sums over H, W [B, 1, C].
     """
-    lead = raw.shape[-1] // channels - blocks
-    sums = tf.reduce_sum(_blocks(raw, channels) * g_blocks, axis=[1, 2])  # [B, lead + blocks, C]
-    centred = sums - tf.reshape(mean, [lead + blocks, channels]) * total
-    products = tf.reduce_sum(tf.reshape(inverse_std, [lead + blocks, channels]) * centred, axis=-1)
-    return products[:, lead:] if lead else products
+    sums = tf.reduce_sum(_blocks(raw, channels) * g_blocks, axis=[1, 2])  # [B, blocks, C]
+    centred = sums - tf.reshape(mean, [blocks, channels]) * total
+    return tf.reduce_sum(tf.reshape(inverse_std, [blocks, channels]) * centred, axis=-1)
 
 
 def _attend_and_mix(spec, groups, sources, w, order):
@@ -296,19 +290,20 @@ def _op_outputs(spec, x, w, moving_mean, moving_variance):
         return op_math.normalize(y, tf.cast(mean, y.dtype), tf.cast(variance, y.dtype))
 
     # Stage 1: every op up to its (first) BatchNorm, all from x, as the
-    # channel blocks `_stage1(s)`. BN is per channel, so the BN of the
-    # concatenation is the BN of each (one fused op each way).
-    first = [conv(relu_x, f"sep{k}_dw1", f"sep{k}_pw1", s, 1) for k in (3, 5)]
-    first += [op_math.max_pool_3x3(x, s), op_math.avg_pool_3x3(x, s)]
+    # channel blocks `_stage1(s)`. BN is per channel, so the BN of a
+    # concatenation is the BN of each (one fused op each way). Two
+    # concatenations, the separable convolutions' first halves and the rest
+    # (`final1`): one would need a split of its output, a copy each way.
+    stats = []
+    recompute = []  # (raw, mean, inverse std) of each BN, in training
+    sep_raw = tf.concat([conv(relu_x, f"sep{k}_dw1", f"sep{k}_pw1", s, 1) for k in (3, 5)], axis=-1)
+    sep_a = batch_norm(sep_raw, _STAGE1[:2])
+    first = [op_math.max_pool_3x3(x, s), op_math.avg_pool_3x3(x, s)]
     first += [conv(relu_x, f"dil{k}_dw", f"dil{k}_pw", s, 2) for k in (3, 5)]
     if s == 2:
         first += op_math.factorized_reduce_halves(relu_x, w["skip_even"], w["skip_odd"])
-    stats = []
-    recompute = []  # (raw, mean, inverse std) of each BN stage, in training
     raw1 = tf.concat(first, axis=-1)
-    normed = batch_norm(raw1, _stage1(s))
-    split1 = [2 * c, normed.shape[-1] - 2 * c]
-    sep_a, final1 = tf.split(normed, split1, axis=-1)
+    final1 = batch_norm(raw1, _stage1(s)[2:])
     # Stage 2: the second halves of both separable convolutions.
     # ReLU after the split: each half's ReLU output is what its depthwise
     # convolution's backward keeps; a ReLU before it kept both its output and the split's copies.
@@ -319,13 +314,11 @@ def _op_outputs(spec, x, w, moving_mean, moving_variance):
     # [, skip]), final2 (sep3, sep5) and, at stride 1, x (skip).
     tail = [x] if s == 1 else []
     groups = [final1, final2] + tail
-    pre_bn_groups = [tf.split(raw1, split1, axis=-1)[1], raw2] + tail
+    pre_bn_groups = [raw1, raw2] + tail
     # What rebuilds each group from its BN input (`_mix_normalized`); x is not normalised.
     sources = None
     if training:
-        (raw, mean, inverse_std), stage2 = recompute
-        sources = [(raw, mean, inverse_std), stage2]  # raw1 whole: `_mix_normalized` skips its lead
-        sources += [None] * len(tail)
+        sources = recompute[1:] + [None] * len(tail)
     return groups, pre_bn_groups, _OUTPUT_ORDER[s], stats, sources
 
 
