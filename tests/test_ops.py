@@ -271,3 +271,29 @@ def test_pointwise_conv_with_matmul_gradient_equals_numpy():
     np.testing.assert_allclose(y, x @ matrix, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(grad_x, upstream @ matrix.T, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(grad_kernel[0, 0], x.reshape(-1, 6).T @ upstream.reshape(-1, 2), rtol=1e-10, atol=1e-10)
+
+
+def test_dilated_depthwise_conv_is_one_op_forward_where_the_kernel_takes_a_dilation():
+    """With oneDNN (float32), a dilated depthwise convolution and its gradient contain no SpaceToBatch:
+    one dilated DepthwiseConv2dNative forward (its values: the numpy and autodiff tests above);
+    without it (float64) the SpaceToBatch form, whose kernels TensorFlow has for every dtype."""
+    import tensorflow as tf
+
+    from asmnas_tf.layers import op_math
+
+    def op_types(dtype):
+        x, kernel = tf.zeros([2, 8, 8, 3], dtype), tf.zeros([3, 3, 3, 1], dtype)
+
+        def step(a, b):
+            with tf.GradientTape() as tape:
+                tape.watch([a, b])
+                y = op_math.depthwise_conv(a, b, 1, 2)
+            return tape.gradient(y, [a, b])
+
+        graph = tf.function(step).get_concrete_function(x, kernel).graph
+        return {node.op for node in graph.as_graph_def().node} | {
+            node.op for function in graph.as_graph_def().library.function for node in function.node_def}
+
+    assert "SpaceToBatchND" in op_types(tf.float64)
+    if op_math._native_dilation(tf.float32):
+        assert "SpaceToBatchND" not in op_types(tf.float32)

@@ -67,11 +67,13 @@ def depthwise_conv(x, kernel, stride=1, dilation=1):
     `tf.nn.depthwise_conv2d`'s SpaceToBatch form, whose SAME padding is the
     symmetric one at stride 1. TensorFlow refuses stride > 1 together with
     dilation > 1: compute at stride 1 and subsample, which is exact for
-    symmetric padding (SPEC §2). From `WIDE_KERNEL` on, the stride-1
-    convolution has a hand-written gradient (`_wide_depthwise`).
+    symmetric padding (SPEC §2). From `WIDE_KERNEL` on, and for dilated
+    kernels where `_native_dilation` allows one op forward, the stride-1
+    convolution has a hand-written gradient (`_depthwise_by_forwards`).
     """
-    if kernel.shape[0] >= WIDE_KERNEL and (stride == 1 or dilation > 1):
-        return subsample(_wide_depthwise(x, tf.convert_to_tensor(kernel), dilation), stride)
+    wide = kernel.shape[0] >= WIDE_KERNEL and (stride == 1 or dilation > 1)
+    if wide or (dilation > 1 and _native_dilation(x.dtype)):
+        return subsample(_depthwise_by_forwards(x, tf.convert_to_tensor(kernel), dilation), stride)
     if dilation > 1 or stride == 1:
         return subsample(_same_depthwise(x, kernel, dilation), stride)
     pad = (kernel.shape[0] - 1) // 2
@@ -85,20 +87,52 @@ def depthwise_conv(x, kernel, stride=1, dilation=1):
 
 
 # From this kernel size on, the stride-1 depthwise convolution takes its
-# gradient from `_wide_depthwise`: oneDNN's own filter gradient of a 5 x 5
-# depthwise kernel ran 3-7x its forward on the development CPUs (3 x 3: about
-# equal), bench/README.md "Issue 14, part 7".
+# gradient from `_depthwise_by_forwards`: oneDNN's own filter gradient of a
+# 5 x 5 depthwise kernel ran 3-7x its forward on the development CPUs (3 x 3:
+# about equal), bench/README.md "Issue 14, part 7".
 WIDE_KERNEL = 5
+_NATIVE_DILATION = {}  # dtype name -> whether this host's DepthwiseConv2dNative takes a dilation
+
+
+def _native_dilation(dtype):
+    """Whether a dilated depthwise convolution can be one DepthwiseConv2dNative here.
+
+    oneDNN's CPU kernel (float32, bfloat16) takes the dilation attribute and
+    ran 2.5-3x faster than `tf.nn.depthwise_conv2d`'s SpaceToBatch form;
+    TensorFlow's own kernels (float16, float64, oneDNN off) and its backprop
+    kernels refuse or ignore it, so it is used only forward, under
+    `_depthwise_by_forwards`'s gradient. Probed once per dtype on a tiny
+    tensor; never with a GPU visible (the step would run there).
+    """
+    name = tf.as_dtype(dtype).name
+    if name not in _NATIVE_DILATION:
+        supported = False
+        if not tf.config.list_physical_devices("GPU"):
+            with tf.init_scope(), tf.device("/CPU:0"):
+                try:
+                    tf.raw_ops.DepthwiseConv2dNative(
+                        input=tf.zeros([1, 5, 5, 1], dtype), filter=tf.zeros([3, 3, 1, 1], dtype),
+                        strides=[1, 1, 1, 1], padding="SAME", dilations=[1, 2, 2, 1])
+                    supported = True
+                except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError, tf.errors.NotFoundError):
+                    pass
+        _NATIVE_DILATION[name] = supported
+    return _NATIVE_DILATION[name]
 
 
 def _same_depthwise(x, kernel, dilation):
-    """Stride-1 depthwise convolution, symmetric padding dilation * (k - 1) / 2 (SAME at stride 1)."""
-    if dilation > 1:
+    """Stride-1 depthwise convolution, symmetric padding dilation * (k - 1) / 2 (SAME at stride 1).
+
+    Dilated: one op where `_native_dilation` allows (its gradient must then
+    be `_depthwise_by_forwards`'s), else SpaceToBatch form.
+    """
+    if dilation > 1 and not _native_dilation(x.dtype):
         return tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], "SAME", dilations=[dilation, dilation])
-    return tf.raw_ops.DepthwiseConv2dNative(input=x, filter=kernel, strides=[1, 1, 1, 1], padding="SAME")
+    return tf.raw_ops.DepthwiseConv2dNative(
+        input=x, filter=kernel, strides=[1, 1, 1, 1], padding="SAME", dilations=[1, dilation, dilation, 1])
 
 
-def _wide_depthwise(x, kernel, dilation):
+def _depthwise_by_forwards(x, kernel, dilation):
     """`_same_depthwise` whose gradient is two forward depthwise convolutions.
 
     Input: the same convolution of the output gradient with the kernel
