@@ -71,7 +71,7 @@ def depthwise_conv(x, kernel, stride=1, dilation=1):
     kernels where `_native_dilation` allows one op forward, the stride-1
     convolution has a hand-written gradient (`_depthwise_by_forwards`).
     """
-    wide = kernel.shape[0] >= WIDE_KERNEL and (stride == 1 or dilation > 1)
+    wide = kernel.shape[0] >= WIDE_KERNEL and (stride == 1 or dilation > 1) and _cpu_host()
     if wide or (dilation > 1 and _native_dilation(x.dtype)):
         return subsample(_depthwise_by_forwards(x, tf.convert_to_tensor(kernel), dilation), stride)
     if dilation > 1 or stride == 1:
@@ -87,11 +87,17 @@ def depthwise_conv(x, kernel, stride=1, dilation=1):
 
 
 # From this kernel size on, the stride-1 depthwise convolution takes its
-# gradient from `_depthwise_by_forwards`: oneDNN's own filter gradient of a
-# 5 x 5 depthwise kernel ran 3-7x its forward on the development CPUs (3 x 3:
-# about equal), bench/README.md "Issue 14, part 7".
+# gradient from `_depthwise_by_forwards` on a CPU host: oneDNN's own filter
+# gradient of a 5 x 5 depthwise kernel ran 3-7x its forward on the
+# development CPUs (3 x 3: about equal), bench/README.md "Issue 14, part 7".
+# Not measured on a GPU, where the step keeps TensorFlow's own gradient.
 WIDE_KERNEL = 5
 _NATIVE_DILATION = {}  # dtype name -> whether this host's DepthwiseConv2dNative takes a dilation
+
+
+def _cpu_host():
+    """No GPU visible: the step runs on the CPU, where the levers below were measured."""
+    return not tf.config.list_physical_devices("GPU")
 
 
 def _native_dilation(dtype):
@@ -107,7 +113,7 @@ def _native_dilation(dtype):
     name = tf.as_dtype(dtype).name
     if name not in _NATIVE_DILATION:
         supported = False
-        if not tf.config.list_physical_devices("GPU"):
+        if _cpu_host():
             with tf.init_scope(), tf.device("/CPU:0"):
                 try:
                     tf.raw_ops.DepthwiseConv2dNative(
