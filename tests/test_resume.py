@@ -153,8 +153,12 @@ def test_search_stopped_by_sigterm_or_resumed_past_a_spoilt_state_ends_with_the_
         f"run the same command again to resume")
     assert "Traceback" not in stderr
     assert killed.returncode == -signal.SIGKILL
-    newest = json.loads((spoilt / "checkpoints" / "latest.json").read_text())
-    previous = sorted(p.name for p in (spoilt / "checkpoints").glob("state-*.weights.h5"))[0]
+    # The newest complete state and the one before it, from the manifests on disk: the kill can land
+    # after latest.json was written and before the oldest state was pruned (three states), or, the
+    # process having gone on, after a newer manifest and before latest.json points to it.
+    manifests = sorted((spoilt / "checkpoints").glob("state-*.json"))  # zero-padded names: oldest first
+    newest = json.loads(manifests[-1].read_text())
+    previous = json.loads(manifests[-2].read_text())["weights"]
     weights = spoilt / "checkpoints" / newest["weights"]
     weights.write_bytes(weights.read_bytes()[:-1000])
     resumed = [_start(SEARCH, d) for d in (stopped, spoilt)]
