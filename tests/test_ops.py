@@ -248,31 +248,6 @@ def test_subsample_values_and_gradient(size):
     np.testing.assert_array_equal(tape.gradient(y, x, output_gradients=tf.constant(upstream)).numpy(), expected)
 
 
-def test_pointwise_conv_with_matmul_gradient_equals_numpy():
-    """op_math.pointwise_conv_matmul_gradient (the supernet edges' 1x1 convolution): output x W and
-    gradients g W^T and x^T g against numpy in float64 (to 1e-10), and traced with an unknown batch."""
-    import tensorflow as tf
-
-    from asmnas_tf.layers import op_math
-
-    rng = np.random.default_rng(7)
-    x, kernel = rng.normal(size=(3, 5, 4, 6)), rng.normal(size=(1, 1, 6, 2))
-    upstream = rng.normal(size=(3, 5, 4, 2))
-
-    @tf.function(input_signature=[tf.TensorSpec((None, 5, 4, 6), tf.float64), tf.TensorSpec((1, 1, 6, 2), tf.float64)])
-    def run(x_value, kernel_value):
-        with tf.GradientTape() as tape:
-            tape.watch([x_value, kernel_value])
-            y = op_math.pointwise_conv_matmul_gradient(x_value, kernel_value)
-        return (y, *tape.gradient(y, [x_value, kernel_value], output_gradients=tf.constant(upstream)))
-
-    y, grad_x, grad_kernel = (t.numpy() for t in run(tf.constant(x), tf.constant(kernel)))
-    matrix = kernel[0, 0]
-    np.testing.assert_allclose(y, x @ matrix, rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(grad_x, upstream @ matrix.T, rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(grad_kernel[0, 0], x.reshape(-1, 6).T @ upstream.reshape(-1, 2), rtol=1e-10, atol=1e-10)
-
-
 def test_dilated_depthwise_conv_is_one_op_forward_where_the_kernel_takes_a_dilation():
     """With oneDNN (float32), a dilated depthwise convolution and its gradient contain no SpaceToBatch:
     one dilated DepthwiseConv2dNative forward (its values: the numpy and autodiff tests above);

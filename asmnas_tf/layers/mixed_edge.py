@@ -276,7 +276,7 @@ def _op_outputs(spec, x, w, moving_mean, moving_variance):
     relu_x = ops.relu(x)  # shared by every conv op of the edge
 
     def conv(inp, dw, pw, stride, dilation):  # depthwise, then 1x1 (DilConv without its BN)
-        return op_math.pointwise_conv_matmul_gradient(op_math.depthwise_conv(inp, w[dw], stride, dilation), w[pw])
+        return op_math.pointwise_conv(op_math.depthwise_conv(inp, w[dw], stride, dilation), w[pw])
 
     def batch_norm(y, slots):  # BatchNorm(affine=False) of y, whose channel blocks are `slots`
         if training:

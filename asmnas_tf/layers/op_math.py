@@ -191,32 +191,6 @@ def pointwise_conv(x, kernel, stride=1, padding="VALID"):
     return tf.nn.conv2d(x, kernel, stride, padding)
 
 
-def pointwise_conv_matmul_gradient(x, kernel):
-    """`pointwise_conv` at stride 1 whose kernel gradient is one MatMul, [BHW, C_in]^T [BHW, C_out].
-
-    The supernet's edges use it (C = 16-64, batch 16): there oneDNN's 1x1
-    filter gradient took ~2x the MatMul in the step's profile. At the
-    evaluation network's sizes (C = 36-144, batch 64) it was as fast or
-    faster, so that network keeps `pointwise_conv`; the forward and the input
-    gradient stay convolutions (as batched MatMuls they were slower in the
-    step), bench/README.md "Issue 14, part 7".
-    """
-
-    @tf.custom_gradient
-    def convolve(x, kernel):
-        def gradient(g):
-            sizes = x.shape if x.shape.is_fully_defined() else tf.shape(x)
-            grad_x = tf.raw_ops.Conv2DBackpropInput(
-                input_sizes=sizes, filter=kernel, out_backprop=g, strides=[1, 1, 1, 1], padding="VALID")
-            rows = tf.reshape(x, [-1, kernel.shape[2]])
-            grad_kernel = tf.matmul(rows, tf.reshape(g, [-1, kernel.shape[3]]), transpose_a=True)
-            return grad_x, tf.reshape(grad_kernel, kernel.shape)
-
-        return pointwise_conv(x, kernel), gradient
-
-    return convolve(x, kernel)
-
-
 def max_pool_3x3(x, stride):
     """3x3 max pool, padding 1 that never wins (PyTorch's -inf padding).
 
