@@ -144,14 +144,14 @@ def _mix_normalized(y, raw, mean, inverse_std, a):
     def gradient(g):
         g_blocks = tf.expand_dims(g, 3)
         total = tf.expand_dims(tf.reduce_sum(g, axis=[1, 2]), 1)
-        grad_a = _sums_with_normalized(g_blocks, total, raw, mean, inverse_std, blocks, channels)
+        grad_a = _sums_with_normalized(g_blocks, total, raw, mean, inverse_std, channels)
         grad_y = tf.reshape(g_blocks * a, y_shape)
         return grad_y, None, None, None, tf.reshape(grad_a, [-1, 1, 1, blocks, 1])
 
     return mixed, gradient
 
 
-def _sums_with_normalized(g_blocks, total, raw, mean, inverse_std, blocks, channels):
+def _sums_with_normalized(g_blocks, total, raw, mean, inverse_std, channels):
     """sum_{h,w,c} g y_k per sample [B, blocks], y = BN(raw), from raw.
 
     y_kc = (raw_kc - mean_kc) inverse_std_kc, so the sum is sum_c
@@ -159,6 +159,7 @@ def _sums_with_normalized(g_blocks, total, raw, mean, inverse_std, blocks, chann
     for the backward (BN's own gradient keeps raw). `g_blocks` is g
     [B, H, W, 1, C], `total` its sums over H, W [B, 1, C].
     """
+    blocks = raw.shape[-1] // channels
     sums = tf.reduce_sum(_blocks(raw, channels) * g_blocks, axis=[1, 2])  # [B, blocks, C]
     centred = sums - tf.reshape(mean, [blocks, channels]) * total
     return tf.reduce_sum(tf.reshape(inverse_std, [blocks, channels]) * centred, axis=-1)
@@ -204,11 +205,11 @@ def _attend_and_mix(spec, groups, sources, w, order):
             g_blocks = tf.expand_dims(g, 3)
             total = tf.expand_dims(tf.reduce_sum(g, axis=[1, 2]), 1)  # [B, 1, C]
             grad_a = []
-            for source, y, width in zip(group_sources, unnormalised, widths):
+            for source, y in zip(group_sources, unnormalised):
                 if source is None:
                     grad_a.append(tf.reduce_sum(_blocks(y, c) * g_blocks, axis=[1, 2, 4]))
                     continue
-                grad_a.append(_sums_with_normalized(g_blocks, total, *source, width, c))
+                grad_a.append(_sums_with_normalized(g_blocks, total, *source, c))
             grad_from_a = tf.cast(tf.matmul(tf.concat(grad_a, axis=1), to_primitives), "float32")
             grad_coeffs = grad_from_a if grad_coeffs is None else grad_coeffs + grad_from_a
             grad_embedding, grad_params = attention.coefficients_gradient(
