@@ -47,6 +47,7 @@ flags.DEFINE_enum("edge_graph", "function", ["inline", "function", "noinline"],
                   "how the edges enter the graph (mixed_edge.set_edge_graph_mode); 'inline' for the "
                   "per-edge op counts of bench/README.md")
 flags.DEFINE_bool("lean_grappler", True, "graph_options.lean_grappler_on_cpu, as bin/search (step)")
+flags.DEFINE_bool("one_thread_per_op", True, "cpu_threads.one_thread_per_op_on_cpu, as the commands")
 flags.DEFINE_list("rewriter", [], "more RewriterConfig fields, field=VALUE (as step_bench.py)")
 flags.DEFINE_enum("mixing", "attention", ["attention", "uniform"], "the supernet's mixing (step)")
 flags.DEFINE_integer("profile_steps", 0,
@@ -128,6 +129,7 @@ def _step(tf, keras):
             "build_s": round(build_s, 2), "num_cells": FLAGS.num_cells, "channels": FLAGS.channels, "batch": FLAGS.batch,
             "grappler_off": FLAGS.grappler, "reference_update": FLAGS.reference_update,
             "edge_graph": FLAGS.edge_graph, "lean_grappler": FLAGS.lean_grappler,
+            "one_thread_per_op": FLAGS.one_thread_per_op,
             "rewriter": ",".join(FLAGS.rewriter), "autograph": FLAGS.autograph,
             "ops": sum(types.values()), "trace_s": round(trace_s, 2),
             "first_call_s": round(first_call_s, 2), "steady_s": round(float(np.median(times)), 4),
@@ -184,6 +186,10 @@ def main(argv):
     import keras
     import tensorflow as tf
 
+    from asmnas_tf.runtime.cpu_threads import one_thread_per_op_on_cpu
+
+    if FLAGS.one_thread_per_op:
+        one_thread_per_op_on_cpu()  # before anything runs: the pools are made when the runtime starts
     if FLAGS.reference_update:
         import reference_update
 

@@ -75,6 +75,9 @@ flags.DEFINE_bool(
 )
 flags.DEFINE_bool("reference_update", False,
                   "the per-variable update and per-tensor clip of before (reference_update.py)")
+flags.DEFINE_bool("one_thread_per_op", True,
+                  "cpu_threads.one_thread_per_op_on_cpu, as the commands: an intra-op pool of 1 and an "
+                  "inter-op pool of one thread per core (CPU only; --noone_thread_per_op for TensorFlow's defaults)")
 flags.DEFINE_bool("limit_malloc_arenas", True, "two glibc malloc arenas, as the commands (malloc_arenas.py)")
 flags.DEFINE_integer("steps", 6, "steps timed after the first (median reported)")
 flags.DEFINE_string("results", "bench/results.jsonl", "JSON lines file to append to")
@@ -128,6 +131,7 @@ def main(argv):
     from asmnas_tf.runtime import train_loop
     from asmnas_tf.runtime.distribute import make_strategy
     from asmnas_tf.evaluation.model import compile_eval_model
+    from asmnas_tf.runtime.cpu_threads import one_thread_per_op_on_cpu
     from asmnas_tf.runtime.graph_options import lean_grappler_on_cpu, set_rewriter_fields
     from asmnas_tf.layers.mixed_edge import set_edge_graph_mode
     from asmnas_tf.evaluation.builder import build_eval_net, resolve_genotype
@@ -139,6 +143,8 @@ def main(argv):
         import reference_update
 
         reference_update.use()
+    # Before anything runs: the pools are made when TensorFlow's runtime starts.
+    threads_set = FLAGS.one_thread_per_op and one_thread_per_op_on_cpu()
     keras.mixed_precision.set_global_policy(FLAGS.precision)
     set_edge_graph_mode(FLAGS.edge_graph)
     if FLAGS.grappler_off:
@@ -209,6 +215,7 @@ def main(argv):
         "edge_graph": FLAGS.edge_graph,
         "auxiliary": FLAGS.auxiliary, "drop_path_layers": FLAGS.drop_path_layers,
         "reference_update": FLAGS.reference_update, "malloc_arenas_limited": ARENAS_LIMITED,
+        "one_thread_per_op": bool(threads_set),
         "trainable_tensors": len(model.trainable_weights), "params": int(model.count_params()),
         "build_s": round(build_s, 2), "first_step_s": round(first_step_s, 2),
         "steady_step_s": round(steady, 4), **parts, "images_per_s": round(FLAGS.batch / steady, 2),
@@ -219,7 +226,7 @@ def main(argv):
     }
     keys = ["network", "num_cells", "channels", "batch", "image", "method", "precision", "xla", "grappler_off",
             "lean_grappler", "edge_graph", "auxiliary", "drop_path_layers", "rewriter", "reference_update",
-            "build_s",
+            "one_thread_per_op", "build_s",
             "first_step_s", "steady_step_s", "images_per_s", "peak_rss_gb"]
     print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
     print("| " + " | ".join(str(row[k]) for k in keys) + " |")

@@ -5,7 +5,9 @@ in .venv, editable): no import path is set here.
 
 The two logical CPUs must be declared before TensorFlow touches a device, so
 this runs at import time; they let the tests run a real 2-replica
-MirroredStrategy on a CPU-only machine.
+MirroredStrategy on a CPU-only machine. The thread pools too are set before
+the runtime starts, as the commands set them (`cpu_threads.py`): the runs a
+test makes in this process then find the pools they ask for.
 """
 
 import os
@@ -20,6 +22,9 @@ _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
 )
+from asmnas_tf.runtime.cpu_threads import one_thread_per_op_on_cpu  # noqa: E402
+
+one_thread_per_op_on_cpu()
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 needs_fashion_mnist = pytest.mark.skipif(
