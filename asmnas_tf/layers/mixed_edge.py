@@ -214,13 +214,15 @@ def _attend_and_mix(spec, groups, sources, w, order):
             grad_coeffs = grad_from_a if grad_coeffs is None else grad_coeffs + grad_from_a
             grad_embedding, grad_params = attention.coefficients_gradient(
                 grad_coeffs, coeffs, embedding, params, activations)
-            grad_means = tf.split(tf.matmul(grad_embedding, from_primitives), widths, axis=1)
-            grad_ys = []
-            for grad_mean, a_k, shape, width in zip(grad_means, a_groups, shapes, widths):
-                size = shape[1] * shape[2] * c  # the mean's count, eq. 4.3
-                per_element = grad_mean / tf.cast(size, dtype) if isinstance(size, tf.Tensor) else grad_mean / size
-                grad_y = g_blocks * a_k + tf.reshape(per_element, [-1, 1, 1, width, 1])
-                grad_ys.append(tf.reshape(grad_y, shape))
+            # dL/de_k / (H W C) for every block at once: the groups share H, W and C.
+            size = shapes[0][1] * shapes[0][2] * c  # the mean's count, eq. 4.3
+            if isinstance(size, tf.Tensor):
+                per_element = tf.matmul(grad_embedding, from_primitives) / tf.cast(size, dtype)
+            else:
+                per_element = tf.matmul(grad_embedding, _permutation(order, False, dtype, scale=1.0 / size))
+            per_element = tf.split(tf.reshape(per_element, [-1, 1, 1, sum(widths), 1]), widths, axis=3)
+            grad_ys = [tf.reshape(g_blocks * a_k + per_block, shape)
+                       for per_block, a_k, shape in zip(per_element, a_groups, shapes)]
             return (*grad_ys, *[None] * len(source_args), *[grad_params[name] for name in names])
 
         return (mixed, coeffs), gradient
@@ -234,14 +236,14 @@ def _blocks(y, channels):
     return tf.reshape(y, [-1, *spatial, y.shape[-1] // channels, channels])
 
 
-def _permutation(order, to_primitives, dtype):
-    """0/1 matrix that maps columns in `order` to PRIMITIVES order (or back).
+def _permutation(order, to_primitives, dtype, scale=1.0):
+    """0/1 matrix (times `scale`) that maps columns in `order` to PRIMITIVES order (or back).
 
     A product with it is exact (one 1 per column) and costs one MatMul
     forward and one backward, against a gather's transposes.
     """
     matrix = np.zeros((len(order), len(PRIMITIVES)), dtype=tf.as_dtype(dtype).as_numpy_dtype)
-    matrix[np.arange(len(order)), [PRIMITIVES.index(name) for name in order]] = 1.0
+    matrix[np.arange(len(order)), [PRIMITIVES.index(name) for name in order]] = scale
     return tf.constant(matrix if to_primitives else matrix.T)
 
 
@@ -259,7 +261,9 @@ def _unpack(flat, pieces):
     """
     sizes = [math.prod(shape) for _, shape, _ in pieces]
     parts = tf.split(flat, sizes)
-    return {name: ops.reshape(part, shape) for (name, shape, _), part in zip(pieces, parts)}
+    # A vector piece (a bias) is its part as split: no Reshape each way.
+    return {name: part if len(shape) == 1 else ops.reshape(part, shape)
+            for (name, shape, _), part in zip(pieces, parts)}
 
 
 def _op_outputs(spec, x, w, moving_mean, moving_variance):
@@ -333,11 +337,11 @@ def _block_coefficients(coeffs, order, groups, channels):
 def _embedding(spec, groups, pre_bn_groups, order):
     """Eq. 4.3: E [B, |O|] in PRIMITIVES order (zero's e_k is 0), from `spec.embedding`."""
     source = groups if spec.embedding == "post_bn" else pre_bn_groups
-    c = spec.channels
+    blocks = sum(y.shape[-1] for y in source) // spec.channels
     # Over H, W first, then each block's C: one mean over axes (1, 2, 4) of
     # the 5-D view transposed first (2-3x the time at 32 x 32, bench/README.md).
-    means = tf.concat([tf.reduce_mean(tf.reshape(tf.reduce_mean(y, axis=[1, 2]), [-1, y.shape[-1] // c, c]), axis=2)
-                       for y in source], axis=1)
+    spatial = tf.concat([tf.reduce_mean(y, axis=[1, 2]) for y in source], axis=1)  # [B, blocks C]
+    means = tf.reduce_mean(tf.reshape(spatial, [-1, blocks, spec.channels]), axis=2)
     return tf.matmul(means, _permutation(order, True, means.dtype))
 
 
