@@ -123,6 +123,7 @@ def _time_darts(model, x, y, strategy):
 
 def main(argv):
     del argv
+    import gin
     import keras
     import numpy as np
     import tensorflow as tf
@@ -144,7 +145,11 @@ def main(argv):
 
         reference_update.use()
     # Before anything runs: the pools are made when TensorFlow's runtime starts.
-    threads_set = FLAGS.one_thread_per_op and one_thread_per_op_on_cpu()
+    if FLAGS.one_thread_per_op:
+        threads_set = one_thread_per_op_on_cpu()
+    else:
+        gin.bind_parameter("one_thread_per_op_on_cpu.enabled", False)  # make_strategy sets them otherwise
+        threads_set = False
     keras.mixed_precision.set_global_policy(FLAGS.precision)
     set_edge_graph_mode(FLAGS.edge_graph)
     if FLAGS.grappler_off:

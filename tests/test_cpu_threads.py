@@ -23,7 +23,14 @@ mode = sys.argv[1]
 if mode == "started":
     tf.constant(1.0) + 1.0  # the runtime starts here, with TensorFlow's default pools
 kwargs = {"inter_op": 3} if mode == "three" else {"enabled": False} if mode == "disabled" else {}
-applied = one_thread_per_op_on_cpu(**kwargs)
+if mode == "strategy":  # what every command and API run does first
+    from asmnas_tf.runtime.distribute import make_strategy
+    make_strategy()
+    applied = True
+else:
+    applied = one_thread_per_op_on_cpu(**kwargs)
+if mode == "started":  # a run makes its strategy more than once: one note
+    applied = one_thread_per_op_on_cpu() or applied
 total = float(tf.reduce_sum(tf.range(10.0)))  # an op runs: the pools exist now
 print("RESULT", applied, tf.config.threading.get_inter_op_parallelism_threads(),
       tf.config.threading.get_intra_op_parallelism_threads(), total)
@@ -42,6 +49,7 @@ def _probe(mode):
 
 @pytest.mark.parametrize("mode, expected", [
     ("default", (True, None, 1)),  # one inter-op thread per available core
+    ("strategy", (True, None, 1)),  # distribute.make_strategy sets them
     ("three", (True, 3, 1)),
     ("disabled", (False, 0, 0)),  # 0: TensorFlow's own choice
 ])
@@ -51,7 +59,7 @@ def test_pools_are_set_before_the_runtime_starts(mode, expected):
     assert printed == []
 
 
-def test_a_started_runtime_keeps_its_pools_and_says_so_in_one_line():
+def test_a_started_runtime_keeps_its_pools_and_says_so_once_in_one_line():
     pools, printed = _probe("started")
     assert pools == (False, 0, 0)
     assert printed == ["Note: TensorFlow had started before this run; its thread pools stay as they were "

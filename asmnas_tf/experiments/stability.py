@@ -27,7 +27,6 @@ import tensorflow as tf
 
 from asmnas_tf.runtime import run_dir as rd
 from asmnas_tf.data import load_arrays
-from asmnas_tf.runtime.cpu_threads import one_thread_per_op_on_cpu
 from asmnas_tf.runtime.distribute import make_strategy
 from asmnas_tf.runtime.graph_options import lean_grappler_on_cpu
 from asmnas_tf.space.genotype import read_genotype
@@ -96,7 +95,6 @@ def run_stability(search_dir, cells=None, batch_size=256):
     method = genotype.source.get("method", "asm")
     seed = int(genotype.source.get("seed", 0))
 
-    one_thread_per_op_on_cpu()  # as bin/search: before the strategy starts TensorFlow
     strategy = make_strategy()
     lean_grappler_on_cpu()  # as bin/search: the start-up of each traced step
     arrays = load_arrays()

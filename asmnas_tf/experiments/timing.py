@@ -31,7 +31,6 @@ import tensorflow as tf
 
 from asmnas_tf.runtime import run_dir as rd
 from asmnas_tf.supernet.darts import architecture_optimizer, compile_darts, step_functions
-from asmnas_tf.runtime.cpu_threads import one_thread_per_op_on_cpu
 from asmnas_tf.runtime.distribute import make_strategy
 from asmnas_tf.runtime.graph_options import lean_grappler_on_cpu
 from asmnas_tf.runtime.optim import search_optimizer
@@ -148,7 +147,6 @@ def run_timing(model_dir, methods=METHODS, image_shape=(32, 32, 3), num_classes=
     if steps < 1 or batch_size < 1:
         raise UserError(f"run_timing: expected steps >= 1 and batch_size >= 1. "
                          f"Received: steps={steps}, batch_size={batch_size}")
-    one_thread_per_op_on_cpu()  # as bin/search: before the strategy starts TensorFlow
     strategy = make_strategy()
     lean_grappler_on_cpu()  # as bin/search: the start-up of each traced step
     if batch_size % strategy.num_replicas_in_sync:

@@ -12,9 +12,10 @@ EPYC (bench/README.md, "Issue 14, part 8"): the supernet's step at L = 8
 thread each; one op at a time on one thread: 1.70-1.75 s.
 
 The pools are made when TensorFlow's runtime starts, so this is set before
-anything runs (`run_skeleton.start_run`, first thing). Where the runtime has
-started already (a notebook that ran TensorFlow before calling the API),
-they stay as they are and the run says so in one line. On a GPU host
+anything runs: by `distribute.make_strategy`, which every command and API
+run calls before its first op. Where the runtime has started already (a
+notebook that ran TensorFlow before calling the API), they stay as they are
+and the process says so once, in one line. On a GPU host
 TensorFlow's defaults are kept (its ops there are few and large; not
 measured).
 """
@@ -25,6 +26,8 @@ import gin
 import tensorflow as tf
 
 from asmnas_tf.errors import UserError
+
+_noted = []  # the pools a note was printed for
 
 
 def available_cores():
@@ -53,7 +56,8 @@ def one_thread_per_op_on_cpu(enabled=True, inter_op=0):
     except RuntimeError:  # the runtime has started: its pools cannot change any more
         current = (tf.config.threading.get_inter_op_parallelism_threads(),
                    tf.config.threading.get_intra_op_parallelism_threads())
-        if current != wanted:
+        if current != wanted and not _noted:
+            _noted.append(current)  # once a process: every strategy a run makes comes here
             print(f"Note: TensorFlow had started before this run; its thread pools stay as they were "
                   f"(inter-op {current[0] or 'default'}, intra-op {current[1] or 'default'})")
         return current == wanted

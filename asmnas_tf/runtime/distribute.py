@@ -16,6 +16,7 @@ import os
 import gin
 import tensorflow as tf
 from asmnas_tf.errors import UserError
+from asmnas_tf.runtime.cpu_threads import one_thread_per_op_on_cpu
 
 STRATEGIES = ("mirrored", "default", "multi_worker")
 CLUSTERS = ("tf_config", "slurm")
@@ -67,6 +68,10 @@ def make_strategy(kind="mirrored", logical_cpus=0, cluster="tf_config"):
     'multi_worker' (several processes, `cluster` 'tf_config' or 'slurm')."""
     if kind not in STRATEGIES:
         raise StrategyError(f"make_strategy.kind={kind!r} is not one of {', '.join(STRATEGIES)}")
+    # Like the logical CPUs, the thread pools must be set before TensorFlow's
+    # runtime starts, and every command and API run makes its strategy before
+    # its first op: set here, they reach them all (cpu_threads.py).
+    one_thread_per_op_on_cpu()
     if logical_cpus:
         _split_cpu(logical_cpus)
     if kind == "default":

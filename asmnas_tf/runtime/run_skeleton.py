@@ -1,8 +1,8 @@
 """What every run (search or training) does around its own model, in one place.
 
-The start: TensorFlow's thread pools first and then the strategy (both must
-be set before anything runs: the pools are made when the runtime starts, the
-strategy may split the CPU into logical devices), the lean Grappler set
+The start: the strategy first (it may split the CPU into logical devices and
+sets TensorFlow's thread pools, which must happen before anything touches a
+device), the lean Grappler set
 on a CPU host, the seeds. The callbacks: the NaN guard first, the run's own
 schedules, then the writers (learning rate, history.csv, TensorBoard), which
 only the chief has (SPEC §8), the step timer last. The operative config.
@@ -21,7 +21,6 @@ from asmnas_tf.errors import UserError
 from asmnas_tf.runtime import run_dir as rd
 from asmnas_tf.runtime import run_lock
 from asmnas_tf.runtime.callbacks import HistoryCSV, LearningRateLogger, StopOnNonFiniteLoss
-from asmnas_tf.runtime.cpu_threads import one_thread_per_op_on_cpu
 from asmnas_tf.runtime.distribute import make_strategy
 from asmnas_tf.runtime.graph_options import lean_grappler_on_cpu
 from asmnas_tf.runtime.precision import apply_precision_policy
@@ -36,9 +35,7 @@ def seed_everything(seed, deterministic):
 
 
 def start_run(seed, deterministic):
-    """(strategy, chief) of this process, its thread pools and Grappler set, the precision policy set,
-    everything seeded."""
-    one_thread_per_op_on_cpu()
+    """(strategy, chief) of this process, Grappler set, the precision policy set, everything seeded."""
     strategy = make_strategy()
     check_jit_compile(strategy)  # XLA with several replicas: refused before the data is read
     lean_grappler_on_cpu()
