@@ -183,13 +183,15 @@ def _profile(tf, step, batch):
 
 def main(argv):
     del argv
+    import gin
     import keras
     import tensorflow as tf
 
     from asmnas_tf.runtime.cpu_threads import one_thread_per_op_on_cpu
 
-    if FLAGS.one_thread_per_op:
-        one_thread_per_op_on_cpu()  # before anything runs: the pools are made when the runtime starts
+    # Before anything runs: the pools are made when the runtime starts (bound: make_strategy reads it too).
+    gin.bind_parameter("one_thread_per_op_on_cpu.enabled", FLAGS.one_thread_per_op)
+    one_thread_per_op_on_cpu()
     if FLAGS.reference_update:
         import reference_update
 

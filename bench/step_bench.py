@@ -144,12 +144,10 @@ def main(argv):
         import reference_update
 
         reference_update.use()
-    # Before anything runs: the pools are made when TensorFlow's runtime starts.
-    if FLAGS.one_thread_per_op:
-        threads_set = one_thread_per_op_on_cpu()
-    else:
-        gin.bind_parameter("one_thread_per_op_on_cpu.enabled", False)  # make_strategy sets them otherwise
-        threads_set = False
+    # Before anything runs: the pools are made when TensorFlow's runtime starts. Bound, not passed:
+    # make_strategy sets them too.
+    gin.bind_parameter("one_thread_per_op_on_cpu.enabled", FLAGS.one_thread_per_op)
+    threads_set = one_thread_per_op_on_cpu()
     keras.mixed_precision.set_global_policy(FLAGS.precision)
     set_edge_graph_mode(FLAGS.edge_graph)
     if FLAGS.grappler_off:
@@ -220,7 +218,7 @@ def main(argv):
         "edge_graph": FLAGS.edge_graph,
         "auxiliary": FLAGS.auxiliary, "drop_path_layers": FLAGS.drop_path_layers,
         "reference_update": FLAGS.reference_update, "malloc_arenas_limited": ARENAS_LIMITED,
-        "one_thread_per_op": bool(threads_set),
+        "one_thread_per_op": threads_set,
         "trainable_tensors": len(model.trainable_weights), "params": int(model.count_params()),
         "build_s": round(build_s, 2), "first_step_s": round(first_step_s, 2),
         "steady_step_s": round(steady, 4), **parts, "images_per_s": round(FLAGS.batch / steady, 2),
