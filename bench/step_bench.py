@@ -21,10 +21,12 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from asmnas_tf.runtime.malloc_arenas import limit_malloc_arenas  # noqa: E402
+from asmnas_tf.runtime.malloc_arenas import disable_fastbins, limit_malloc_arenas  # noqa: E402
 
-# As the commands do (cli.py), unless --nolimit_malloc_arenas: set before TensorFlow starts its threads.
+# As the commands do (cli.py), unless --nolimit_malloc_arenas / --nodisable_fastbins: set before
+# TensorFlow starts its threads.
 ARENAS_LIMITED = "--nolimit_malloc_arenas" not in sys.argv and limit_malloc_arenas()
+FASTBINS_OFF = "--nodisable_fastbins" not in sys.argv and disable_fastbins()
 
 from absl import app, flags  # noqa: E402
 
@@ -79,6 +81,7 @@ flags.DEFINE_bool("one_thread_per_op", True,
                   "cpu_threads.one_thread_per_op_on_cpu, as the commands: an intra-op pool of 1 and an "
                   "inter-op pool of one thread per core (CPU only; --noone_thread_per_op for TensorFlow's defaults)")
 flags.DEFINE_bool("limit_malloc_arenas", True, "two glibc malloc arenas, as the commands (malloc_arenas.py)")
+flags.DEFINE_bool("disable_fastbins", True, "glibc's fastbins off, as the commands (malloc_arenas.py)")
 flags.DEFINE_integer("steps", 6, "steps timed after the first (median reported)")
 flags.DEFINE_string("results", "bench/results.jsonl", "JSON lines file to append to")
 FLAGS = flags.FLAGS
@@ -218,6 +221,7 @@ def main(argv):
         "edge_graph": FLAGS.edge_graph,
         "auxiliary": FLAGS.auxiliary, "drop_path_layers": FLAGS.drop_path_layers,
         "reference_update": FLAGS.reference_update, "malloc_arenas_limited": ARENAS_LIMITED,
+        "fastbins_off": FASTBINS_OFF,
         "one_thread_per_op": threads_set,
         "trainable_tensors": len(model.trainable_weights), "params": int(model.count_params()),
         "build_s": round(build_s, 2), "first_step_s": round(first_step_s, 2),

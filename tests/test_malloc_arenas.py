@@ -1,4 +1,4 @@
-"""The commands' malloc arena limit (`runtime/malloc_arenas.py`): counted from glibc's own report.
+"""The commands' malloc settings (`runtime/malloc_arenas.py`): counted from glibc's own reports.
 
 A fresh process allocates from 8 threads at once; `malloc_info` lists one
 <heap> per arena. Unlimited, glibc opens one per thread (up to 8 per core);
@@ -50,3 +50,42 @@ def test_two_arenas_at_most_when_limited_and_a_users_setting_is_kept():
     assert unlimited > 2  # the probe does open more arenas without the limit
     # The user's own setting: not overridden (and glibc honours it).
     assert _arenas("limit", MALLOC_ARENA_MAX="3") == ("False", 3)
+
+
+# Fastbins: 500 small chunks freed; glibc's per-thread cache takes 7 of a
+# size, fastbins the rest, and mallinfo2 counts the fastbin blocks (read
+# before any large allocation, which would merge them back).
+FASTBIN_PROBE = r"""
+import ctypes, ctypes.util, sys
+from asmnas_tf.runtime.malloc_arenas import disable_fastbins
+class Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+applied = disable_fastbins() if sys.argv[1] == "off" else None
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.malloc.restype = ctypes.c_void_p
+libc.mallinfo2.restype = Mallinfo2
+chunks = [libc.malloc(48) for _ in range(500)]
+for chunk in chunks:
+    libc.free(ctypes.c_void_p(chunk))
+print(applied, libc.mallinfo2().smblks)
+"""
+
+
+def _fastbin_blocks(mode, **env):
+    done = subprocess.run([sys.executable, "-c", FASTBIN_PROBE, mode], capture_output=True, text=True, timeout=60,
+                          env={**{k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}, **env})
+    assert done.returncode == 0, done.stderr
+    applied, blocks = done.stdout.split()
+    return applied, int(blocks)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt and mallinfo2")
+def test_no_fastbin_blocks_when_disabled_and_a_users_tunable_is_kept():
+    # Nearly all but the cache's 7 (a few land beside chunks Python freed): the probe does fill fastbins.
+    assert _fastbin_blocks("none")[1] >= 450
+    assert _fastbin_blocks("off") == ("True", 0)
+    # The user's own tunable is left alone (here: fastbins kept, up to 64 bytes).
+    applied, blocks = _fastbin_blocks("off", GLIBC_TUNABLES="glibc.malloc.mxfast=64")
+    assert applied == "False" and blocks >= 450

@@ -15,10 +15,11 @@ import sys
 from absl import flags, logging
 
 from asmnas_tf.errors import UserError
-from asmnas_tf.runtime.malloc_arenas import limit_malloc_arenas
+from asmnas_tf.runtime.malloc_arenas import disable_fastbins, limit_malloc_arenas
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 limit_malloc_arenas()  # before TensorFlow's threads: peak RSS (malloc_arenas.py)
+disable_fastbins()  # the first step's graph building: start-up time (malloc_arenas.py)
 
 
 def _start_tensorflow_quietly():
