@@ -77,6 +77,9 @@ flags.DEFINE_bool(
 )
 flags.DEFINE_bool("reference_update", False,
                   "the per-variable update and per-tensor clip of before (reference_update.py)")
+flags.DEFINE_bool("fused_attention", True,
+                  "ASM's edges on the fused CPU kernels where built (kernels/fused_attention.py), as the commands; "
+                  "--nofused_attention for the TensorFlow-op path")
 flags.DEFINE_bool("one_thread_per_op", True,
                   "cpu_threads.one_thread_per_op_on_cpu, as the commands: an intra-op pool of 1 and an "
                   "inter-op pool of one thread per core (CPU only; --noone_thread_per_op for TensorFlow's defaults)")
@@ -150,6 +153,8 @@ def main(argv):
     # Before anything runs: the pools are made when TensorFlow's runtime starts. Bound, not passed:
     # make_strategy sets them too.
     gin.bind_parameter("one_thread_per_op_on_cpu.enabled", FLAGS.one_thread_per_op)
+    gin.bind_parameter("use_fused_attention.enabled", FLAGS.fused_attention)
+    from asmnas_tf.kernels import fused_attention
     threads_set = one_thread_per_op_on_cpu()
     keras.mixed_precision.set_global_policy(FLAGS.precision)
     set_edge_graph_mode(FLAGS.edge_graph)
@@ -223,6 +228,7 @@ def main(argv):
         "reference_update": FLAGS.reference_update, "malloc_arenas_limited": ARENAS_LIMITED,
         "fastbins_off": FASTBINS_OFF,
         "one_thread_per_op": threads_set,
+        "fused_attention": fused_attention.load() is not None,
         "trainable_tensors": len(model.trainable_weights), "params": int(model.count_params()),
         "build_s": round(build_s, 2), "first_step_s": round(first_step_s, 2),
         "steady_step_s": round(steady, 4), **parts, "images_per_s": round(FLAGS.batch / steady, 2),
@@ -233,7 +239,7 @@ def main(argv):
     }
     keys = ["network", "num_cells", "channels", "batch", "image", "method", "precision", "xla", "grappler_off",
             "lean_grappler", "edge_graph", "auxiliary", "drop_path_layers", "rewriter", "reference_update",
-            "one_thread_per_op", "build_s",
+            "one_thread_per_op", "fused_attention", "build_s",
             "first_step_s", "steady_step_s", "images_per_s", "peak_rss_gb"]
     print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
     print("| " + " | ".join(str(row[k]) for k in keys) + " |")

@@ -4,6 +4,7 @@ Same weights in, same outputs and gradients out (SPEC §2-3), in training
 mode (batch statistics) and inference mode (moving statistics).
 """
 
+import gin
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -49,9 +50,17 @@ def _pair(stride, hidden=8, size=7, seed=0):
     return x, candidates, attention, edge, ref_w
 
 
+@pytest.fixture(params=[True, False], ids=["fused_kernels", "tensorflow_ops"])
+def attention_path(request):
+    """ASM's training edge on the fused CPU kernels (the default where built) or on TensorFlow ops."""
+    gin.bind_parameter("use_fused_attention.enabled", request.param)
+    yield request.param
+    gin.clear_config()
+
+
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("stride", [1, 2])
-def test_fused_edge_matches_reference(stride, training):
+def test_fused_edge_matches_reference(stride, training, attention_path):
     x, candidates, attention, edge, _ = _pair(stride)
     ref_mixed, ref_coeffs = attention([op(x, training=training) for op in candidates.values()])
     mixed, coeffs = edge(x, training=training)
@@ -61,7 +70,7 @@ def test_fused_edge_matches_reference(stride, training):
 
 @pytest.mark.parametrize("coefficient_loss", [False, True])
 @pytest.mark.parametrize("stride", [1, 2])
-def test_fused_edge_gradients_match_reference(stride, coefficient_loss):
+def test_fused_edge_gradients_match_reference(stride, coefficient_loss, attention_path):
     """Also with a loss term on the coefficients: both inputs of the edge's hand-written backward."""
     x, candidates, attention, edge, ref_w = _pair(stride, seed=1)
     target = tf.constant(np.random.default_rng(2).normal(size=edge(x)[0].shape).astype("float32"))
@@ -182,7 +191,7 @@ def test_every_weight_piece_has_pytorchs_default_init():
             assert abs(values.std() / (bound / np.sqrt(3)) - 1.0) < 0.15, name
 
 
-def test_training_gradients_with_an_unknown_batch_equal_the_static_ones():
+def test_training_gradients_with_an_unknown_batch_equal_the_static_ones(attention_path):
     """The fused attention's backward takes its sizes from tf.shape when the batch is unknown (Keras's fit)."""
     x, _, _, edge, _ = _pair(1, seed=6)
     target = tf.constant(np.random.default_rng(7).normal(size=(3, 7, 7, C)).astype("float32"))

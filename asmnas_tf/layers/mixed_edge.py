@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from asmnas_tf.kernels import fused_attention
 from asmnas_tf.layers import attention
 from asmnas_tf.layers.batch_norm import biased_over_unbiased
 
@@ -163,6 +164,40 @@ def _sums_with_normalized(g_blocks, total, raw, mean, inverse_std, channels):
     sums = tf.reduce_sum(_blocks(raw, channels) * g_blocks, axis=[1, 2])  # [B, blocks, C]
     centred = sums - tf.reshape(mean, [blocks, channels]) * total
     return tf.reduce_sum(tf.reshape(inverse_std, [blocks, channels]) * centred, axis=-1)
+
+
+def _attend_and_mix_fused(kernels, spec, groups, sources, w, order):
+    """`_attend_and_mix` as the two fused CPU kernels (`kernels/fused_attention.cc`): the same numbers.
+
+    The unnormalised group (the skip op's x) is its own source, with mean 0
+    and inverse std 1.
+    """
+    c = spec.channels
+    names = [name for name, _, _ in attention.attention_param_shapes(len(PRIMITIVES), spec.hidden_units)]
+    group_sources = [source or (y, tf.zeros([y.shape[-1]]), tf.ones([y.shape[-1]]))
+                     for y, source in zip(groups, sources)]
+    attrs = dict(channels=c, num_primitives=len(PRIMITIVES),
+                 primitive_of_block=[PRIMITIVES.index(name) for name in order])
+    source_args = [t for source in group_sources for t in source]
+
+    @tf.custom_gradient
+    def attend(*args):
+        ys = list(args[:len(groups)])
+        params = list(args[len(groups) + len(source_args):])
+        mixed, coeffs, embedding, activations = kernels.asm_attend_forward(ys=ys, params=params, **attrs)
+
+        def gradient(g, grad_coeffs):
+            if grad_coeffs is None:
+                grad_coeffs = tf.zeros_like(coeffs)
+            raw, mean, inverse_std = (list(part) for part in zip(*group_sources))
+            grad_ys, grad_params = kernels.asm_attend_backward(
+                grad_mixed=g, grad_coeffs=grad_coeffs, sources=raw, means=mean, inverse_stds=inverse_std,
+                coeffs=coeffs, embedding=embedding, activations=activations, kernels=params[::2], **attrs)
+            return (*grad_ys, *[None] * len(source_args), *grad_params)
+
+        return (mixed, coeffs), gradient
+
+    return attend(*groups, *source_args, *[w[name] for name in names])
 
 
 def _attend_and_mix(spec, groups, sources, w, order):
@@ -362,7 +397,11 @@ def _edge_forward(spec, x, kernel, moving_mean, moving_variance, alpha, replacem
     # the pre-BN embedding and the stability experiment's replacement.
     if (spec.training and spec.mixing == "attention" and spec.embedding == "post_bn" and replacement is None
             and x.dtype in (tf.float32, tf.float64)):
-        mixed, coeffs = _attend_and_mix(spec, groups, sources, w, order)
+        kernels = fused_attention.load() if x.dtype == tf.float32 else None
+        if kernels is not None:
+            mixed, coeffs = _attend_and_mix_fused(kernels, spec, groups, sources, w, order)
+        else:
+            mixed, coeffs = _attend_and_mix(spec, groups, sources, w, order)
         return (mixed, coeffs, *_new_moving_stats(stats, spec.stride, moving_mean, moving_variance, groups[1]))
     if spec.mixing == "attention":
         coeffs = attention.coefficients(_embedding(spec, groups, pre_bn_groups, order), w)
