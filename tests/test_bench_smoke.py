@@ -51,8 +51,8 @@ def test_gpu_script_smoke_prints_every_row_and_the_projection(tmp_path):
 def test_graph_probe_profile_sums_the_executed_ops_by_type(tmp_path):
     """graph_probe.py --profile_steps: the ops the profiler saw, by type, in ms a step (issue 14's thread-time).
 
-    Uniform mixing against ASM on one tiny supernet: eq. 4.5's softmax and eq. 4.4's
-    sigmoid gradient appear only with attention, both profiles hold the convolutions
+    Uniform mixing against ASM on one tiny supernet: the fused attention kernels appear
+    only with attention, both profiles hold the convolutions
     every edge runs, and the ops counted per step do not depend on the steps profiled.
     """
     results = tmp_path / "probe.jsonl"
@@ -74,11 +74,12 @@ def test_graph_probe_profile_sums_the_executed_ops_by_type(tmp_path):
         assert all(ms >= 0 for ms in by_type.values())
         assert any("Conv2D" in op for op in by_type) and any("DepthwiseConv2dNative" in op for op in by_type)
         assert not any(op in ("Process", "Run") or op.startswith("__inference") for op in by_type)
-    # eq. 4.5's softmax (oneDNN's "_MklSoftmax" here) and eq. 4.4's sigmoid backward: attention only
-    # (the loss's SparseSoftmaxCrossEntropyWithLogits is in both).
+    # Eq. 4.2-4.5 and their backward: the fused kernels (the set-up built them), in the attention
+    # step only; T1..T4's own ops (the softmax, the sigmoid's gradient) in neither step.
     def attention_ops(row):
-        return sorted(op for op in dict(row["profile"]["top"]) if op.endswith("Softmax") or op == "SigmoidGrad")
+        return sorted(op for op in dict(row["profile"]["top"])
+                      if op.startswith("AsmAttend") or op.endswith("Softmax") or op == "SigmoidGrad")
 
-    assert attention_ops(attention) in (["SigmoidGrad", "Softmax"], ["SigmoidGrad", "_MklSoftmax"])
+    assert attention_ops(attention) == ["AsmAttendBackward", "AsmAttendForward"]
     assert attention_ops(uniform) == []
     assert attention["ops"] > uniform["ops"]

@@ -397,7 +397,8 @@ def _edge_forward(spec, x, kernel, moving_mean, moving_variance, alpha, replacem
     # the pre-BN embedding and the stability experiment's replacement.
     if (spec.training and spec.mixing == "attention" and spec.embedding == "post_bn" and replacement is None
             and x.dtype in (tf.float32, tf.float64)):
-        kernels = fused_attention.load() if x.dtype == tf.float32 else None
+        # XLA cannot compile a custom op: a `jit_compile` step keeps TensorFlow's ops.
+        kernels = fused_attention.load() if x.dtype == tf.float32 and not _in_xla_context() else None
         if kernels is not None:
             mixed, coeffs = _attend_and_mix_fused(kernels, spec, groups, sources, w, order)
         else:

@@ -15,8 +15,8 @@ whenever a large chunk is requested or freed, and at every `malloc_trim`
 millions of small protobuf and graph nodes between large tensors: at the
 paper's size `malloc_consolidate` alone was 4.8% of the process's samples
 (`perf record`). Without fastbins small chunks go to glibc's per-thread
-cache and its ordinary bins: the paper-size supernet's first step 1.8-3.2 s
-shorter in four pairs, the steady step and peak RSS unchanged
+cache and its ordinary bins: the paper-size supernet's first step 1.0-4.0 s
+shorter in seven pairs, the steady step and peak RSS unchanged
 (bench/README.md, "Issue 14, part 9").
 
 Set by the commands (`cli.py`) before TensorFlow starts its threads; a
