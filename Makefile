@@ -28,7 +28,8 @@ setup: $(VENV)/.installed $(FASHION_MNIST) $(KERNELS)
 # g++. Without a compiler the package still runs, on TensorFlow ops (the
 # same numbers, ASM's step ~15% slower on a CPU); it says so.
 $(KERNELS): asmnas_tf/kernels/fused_attention.cc $(VENV)/.installed
-	$(PY) -m asmnas_tf.kernels.fused_attention > /dev/null || echo "note: the fused kernels did not build; ASM runs on TensorFlow ops"
+	$(PY) -m asmnas_tf.kernels.fused_attention > /dev/null 2> $(VENV)/kernels-build.log || \
+		{ tail -n 5 $(VENV)/kernels-build.log; echo "note: the fused kernels did not build; ASM runs on TensorFlow ops"; }
 
 # The pinned set first, then this package on top of it (editable: the
 # checkout's code is what runs; --no-deps: nothing beyond the pins).

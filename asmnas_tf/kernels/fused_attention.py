@@ -38,8 +38,8 @@ def build(compiler=None):
 
     compiler = compiler or os.environ.get("CXX", "g++")
     partial = LIBRARY + ".partial"  # renamed when complete: a failed build leaves no library behind
-    command = [compiler, "-shared", "-fPIC", "-O3", *_ARCH_FLAGS, "-Wno-deprecated-declarations", SOURCE, "-o", partial,
-               *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
+    command = [compiler, "-shared", "-fPIC", "-O3", *_ARCH_FLAGS, "-Wno-deprecated-declarations", SOURCE,
+               "-o", partial, *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
     try:
         # The compiler's warnings on TensorFlow's headers are not this build's: shown only if it fails.
         done = subprocess.run(command, capture_output=True, text=True)
@@ -91,4 +91,7 @@ def _load_library():
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    print(build())
+    try:
+        print(build())
+    except (OSError, subprocess.CalledProcessError) as error:  # no compiler, or it failed (its output above)
+        sys.exit(f"error: the fused attention kernels did not build: {error}")

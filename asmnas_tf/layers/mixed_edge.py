@@ -183,13 +183,14 @@ def _attend_and_mix_fused(kernels, spec, groups, sources, w, order):
     @tf.custom_gradient
     def attend(*args):
         ys = list(args[:len(groups)])
+        rest = args[len(groups):len(groups) + len(source_args)]
         params = list(args[len(groups) + len(source_args):])
         mixed, coeffs, embedding, activations = kernels.asm_attend_forward(ys=ys, params=params, **attrs)
 
         def gradient(g, grad_coeffs):
             if grad_coeffs is None:
                 grad_coeffs = tf.zeros_like(coeffs)
-            raw, mean, inverse_std = (list(part) for part in zip(*group_sources))
+            raw, mean, inverse_std = (list(rest[i::3]) for i in range(3))  # (raw, mean, inverse std) per group
             grad_ys, grad_params = kernels.asm_attend_backward(
                 grad_mixed=g, grad_coeffs=grad_coeffs, sources=raw, means=mean, inverse_stds=inverse_std,
                 coeffs=coeffs, embedding=embedding, activations=activations, kernels=params[::2], **attrs)

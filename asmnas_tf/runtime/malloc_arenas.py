@@ -12,7 +12,7 @@ Fastbins off (`mallopt(M_MXFAST, 0)`): glibc keeps small freed chunks
 in per-size "fast" lists and merges them all back (`malloc_consolidate`)
 whenever a large chunk is requested or freed, and at every `malloc_trim`
 (`malloc_trim.py`). Grappler and the graph's instantiation allocate and free
-millions of small protobuf and graph nodes between large tensors: at the
+many small objects (protobuf messages, graph nodes) between large tensors: at the
 paper's size `malloc_consolidate` alone was 4.8% of the process's samples
 (`perf record`). Without fastbins small chunks go to glibc's per-thread
 cache and its ordinary bins: the paper-size supernet's first step 1.0-4.0 s
