@@ -18,7 +18,6 @@ one JSON line.
 
 import json
 import os
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -45,7 +44,7 @@ MIXINGS = ("attention", "uniform")
 
 
 def _step_function(mixing):
-    """(model, step): the supernet with `mixing`, compiled, and its train step as `bin/search` traces it."""
+    """The train step of the supernet with `mixing` (built and compiled), traced as `bin/search` traces it."""
     import tensorflow as tf
 
     from asmnas_tf.runtime.optim import search_optimizer
@@ -116,7 +115,6 @@ def main(argv):
     if FLAGS.results:
         with open(FLAGS.results, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
-    sys.stdout.flush()
 
 
 if __name__ == "__main__":

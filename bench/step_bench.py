@@ -138,6 +138,7 @@ def main(argv):
     from asmnas_tf.runtime import train_loop
     from asmnas_tf.runtime.distribute import make_strategy
     from asmnas_tf.evaluation.model import compile_eval_model
+    from asmnas_tf.kernels import fused_attention
     from asmnas_tf.runtime.cpu_threads import one_thread_per_op_on_cpu
     from asmnas_tf.runtime.graph_options import lean_grappler_on_cpu, set_rewriter_fields
     from asmnas_tf.layers.mixed_edge import set_edge_graph_mode
@@ -154,7 +155,6 @@ def main(argv):
     # make_strategy sets them too.
     gin.bind_parameter("one_thread_per_op_on_cpu.enabled", FLAGS.one_thread_per_op)
     gin.bind_parameter("use_fused_attention.enabled", FLAGS.fused_attention)
-    from asmnas_tf.kernels import fused_attention
     threads_set = one_thread_per_op_on_cpu()
     keras.mixed_precision.set_global_policy(FLAGS.precision)
     set_edge_graph_mode(FLAGS.edge_graph)

@@ -35,12 +35,17 @@ with tempfile.NamedTemporaryFile("r", suffix=".xml") as report:
 """
 
 
-def _arenas(mode, **env):
-    done = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, timeout=60,
-                          env={**{k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}, **env})
+def _probe(code, mode, setting, **env):
+    """(applied, count) the probe prints in a fresh process; the user's `setting` variable unset unless in env."""
+    done = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, timeout=60,
+                          env={**{k: v for k, v in os.environ.items() if k != setting}, **env})
     assert done.returncode == 0, done.stderr
-    applied, heaps = done.stdout.split()
-    return applied, int(heaps)
+    applied, count = done.stdout.split()
+    return applied, int(count)
+
+
+def _arenas(mode, **env):
+    return _probe(PROBE, mode, "MALLOC_ARENA_MAX", **env)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
@@ -74,11 +79,7 @@ print(applied, libc.mallinfo2().smblks)
 
 
 def _fastbin_blocks(mode, **env):
-    done = subprocess.run([sys.executable, "-c", FASTBIN_PROBE, mode], capture_output=True, text=True, timeout=60,
-                          env={**{k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}, **env})
-    assert done.returncode == 0, done.stderr
-    applied, blocks = done.stdout.split()
-    return applied, int(blocks)
+    return _probe(FASTBIN_PROBE, mode, "GLIBC_TUNABLES", **env)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt and mallinfo2")

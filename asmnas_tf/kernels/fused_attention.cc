@@ -256,17 +256,18 @@ class AsmAttendBackwardOp : public OpKernel {
       for (int64_t i = 0; i < widths[layer + 1]; ++i) grad_w[2 * layer + 1][i] = 0.0f;
     }
     const float* g_data = grad_mixed.flat<float>().data();
+    const float* grad_coeffs_data = grad_coeffs.flat<float>().data();
     const float* a_data = coeffs.flat<float>().data();
     const float* h[kLayers];
     for (int layer = 0; layer < kLayers; ++layer) h[layer] = activations[layer].flat<float>().data();
 
     const int64_t blocks = primitive_of_block_.size();
-    std::vector<float> g_sum(C), products, grad(P), grad_in(std::max(P, U)), per_block(blocks);
+    std::vector<float> g_sum(C), products, grad(P), current, grad_in(std::max(P, U)), per_block(blocks);
     for (int64_t b = 0; b < B; ++b) {
       const float* g = g_data + b * HW * C;
       const float* a = a_data + b * P;
       // dL/da_k, in PRIMITIVES order, plus the coefficients' own gradient.
-      for (int64_t p = 0; p < P; ++p) grad[p] = grad_coeffs.flat<float>()(b * P + p);
+      for (int64_t p = 0; p < P; ++p) grad[p] = grad_coeffs_data[b * P + p];
       g_sum.assign(C, 0.0f);
       for (int64_t i = 0; i < HW; ++i) {
         for (int64_t c = 0; c < C; ++c) g_sum[c] += g[i * C + c];
@@ -299,7 +300,7 @@ class AsmAttendBackwardOp : public OpKernel {
       const float* z = h[kLayers - 1] + b * P;
       for (int64_t p = 0; p < P; ++p) grad[p] = (grad[p] - a[p] * dot) * z[p] * (1.0f - z[p]);
       // T4..T1: kernel += input^T grad, bias += grad, grad_in = grad W^T (ReLU: where its output > 0).
-      std::vector<float> current(grad.begin(), grad.end());
+      current.assign(grad.begin(), grad.end());
       for (int layer = kLayers - 1; layer >= 0; --layer) {
         const int64_t in = widths[layer], out = widths[layer + 1];
         const float* input = layer > 0 ? h[layer - 1] + b * in : embedding.flat<float>().data() + b * in;
