@@ -28,7 +28,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Circle, FancyArrowPatch, Rectangle
 
 from asmnas_tf.space.genotype import read_genotype
-from asmnas_tf.space.primitives import EDGES, INTERMEDIATE_NODES, PRIMITIVES, reduction_indices
+from asmnas_tf.space.primitives import reduction_indices
+from asmnas_tf.space.search_space import search_space
 from asmnas_tf.runtime.run_dir import ATTENTION_FILE, GENOTYPE_FILE, PLOTS_DIR
 from asmnas_tf.errors import UserError
 from asmnas_tf.names import CONFIDENT
@@ -42,7 +43,10 @@ DPI = 100
 HEATMAP_COLUMNS = 5
 _PANEL_W, _PANEL_H = 2.2, 3.2
 _MARGIN_W, _MARGIN_H = 1.6, 1.6
-EDGE_LABELS = tuple(f"{i}\u2192{j}" for i, j in EDGES)
+
+
+def _edge_labels():
+    return tuple(f"{i}\u2192{j}" for i, j in search_space().edges)
 _MARK_COLOR = "#e4171b"
 _DOUBT_COLOR = "white"  # an argmax below CONFIDENT: dashed
 
@@ -149,8 +153,8 @@ def _draw_panel(ax, coeffs, limits, row_labels, col_labels, annotate, doubtful=(
     vmin, vmax = limits
     image = ax.imshow(coeffs, cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto",
                       interpolation="nearest")
-    ax.set_yticks(range(len(EDGES)), EDGE_LABELS if row_labels else [], fontsize=7)
-    ax.set_xticks(range(len(PRIMITIVES)), PRIMITIVES if col_labels else [],
+    ax.set_yticks(range(len(search_space().edges)), _edge_labels() if row_labels else [], fontsize=7)
+    ax.set_xticks(range(len(search_space().primitives)), search_space().primitives if col_labels else [],
                   rotation=90, fontsize=7)
     ax.tick_params(length=2)
     if row_labels:
@@ -173,7 +177,7 @@ def _draw_panel(ax, coeffs, limits, row_labels, col_labels, annotate, doubtful=(
 
 def _check_coefficients(values, ndim):
     coeffs = np.asarray(values, dtype=np.float64)
-    expected = (len(EDGES), len(PRIMITIVES))
+    expected = (len(search_space().edges), len(search_space().primitives))
     shape = "[L, 14, 8]" if ndim == 3 else "[14, 8]"
     if coeffs.ndim != ndim or coeffs.shape[-2:] != expected or coeffs.size == 0:
         raise UserError(f"Expected coefficients of shape {shape}. Received: shape={coeffs.shape}")
@@ -188,8 +192,9 @@ def _check_coefficients(values, ndim):
 def cell_graph(cell):
     """Node names and (from, to, label) arrows of a genotype Cell; zero edges left out."""
     names = {0: INPUT_NAMES[0], 1: INPUT_NAMES[1]}
-    names.update({node: str(node) for node in INTERMEDIATE_NODES})
-    nodes = (*INPUT_NAMES, *(str(n) for n in INTERMEDIATE_NODES), OUTPUT_NAME)
+    intermediate = sorted({e.target for e in cell.edges} | set(cell.concat))
+    names.update({node: str(node) for node in intermediate})
+    nodes = (*INPUT_NAMES, *(str(n) for n in intermediate), OUTPUT_NAME)
     edges = [(names[e.source], names[e.target], e.op) for e in cell.edges if e.op != "zero"]
     edges += [(names[node], OUTPUT_NAME, "") for node in cell.concat]
     return nodes, edges
@@ -318,7 +323,7 @@ def _draw_cell_matplotlib(nodes, edges, path, title):
     for source, target, label in ordered:
         rad, samples = _choose_bend(source, target, nodes, curves)
         curves.append(samples)
-        color = op_colors(PRIMITIVES.index(label) % 10) if label else "#888888"
+        color = op_colors(_op_index(label) % 10) if label else "#888888"
         ax.add_patch(FancyArrowPatch(
             _POSITIONS[source], _POSITIONS[target], patchA=patches[source],
             patchB=patches[target], connectionstyle=f"arc3,rad={rad}", arrowstyle="-|>",
@@ -333,6 +338,13 @@ def _draw_cell_matplotlib(nodes, edges, path, title):
         ax.text(sum(_XLIM) / 2, _YLIM[1] - _TITLE_BAND / 2, title, ha="center", va="center",
                 fontsize=13)
     save_figure(fig, path)
+
+
+def _op_index(name):
+    """A stable colour index: the op's place in the op table."""
+    from asmnas_tf.space.op_table import OP_TABLE
+
+    return list(OP_TABLE).index(name) if name in OP_TABLE else 0
 
 
 def _edge_order(edge):
@@ -456,8 +468,9 @@ def _read_attention(path):
         confidence = None if any(b is None for b in boot) else np.array(boot, dtype=np.float64)
     except (KeyError, TypeError, ValueError) as err:
         raise UserError(f"{path}: not an attention.json record ({err})") from None
-    if list(record.get("primitives", PRIMITIVES)) != list(PRIMITIVES):
-        raise UserError(f"{path}: primitives {record['primitives']} (expected {list(PRIMITIVES)})")
+    primitives = list(search_space().primitives)
+    if list(record.get("primitives", primitives)) != primitives:
+        raise UserError(f"{path}: primitives {record['primitives']} (expected {primitives})")
     return coeffs, reductions, record.get("num_samples"), confidence
 
 

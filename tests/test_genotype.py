@@ -164,9 +164,14 @@ def test_wrong_format():
 
 
 def test_wrong_primitives_order():
+    """Another op order is another space: refused by a network of the DARTS space, in one line."""
+    from asmnas_tf.space.search_space import DARTS_SPACE
+
     d = _good_dict()
     d["primitives"][1], d["primitives"][2] = d["primitives"][2], d["primitives"][1]
-    _refused(d, "genotype: primitives:", "in this order")
+    _refused(d, "genotype: primitives: a genotype of the space 8 ops [zero, avg_pool_3x3, max_pool_3x3,",
+             "expected the network's space, 8 ops [zero, max_pool_3x3, avg_pool_3x3,", space=DARTS_SPACE)
+    assert from_dict(d).primitives[1] == "avg_pool_3x3"  # valid on its own: a space of its own
 
 
 def test_unknown_op_names_the_field():
@@ -244,7 +249,7 @@ def test_bool_is_not_int():
 def test_unknown_and_missing_keys():
     d = _good_dict()
     d["extra"] = 1
-    _refused(d, "genotype: extra: unknown key (expected keys format, primitives, cells, source)")
+    _refused(d, "genotype: extra: unknown key (expected keys format, primitives, nodes, cells, source)")
     d = _good_dict()
     d["cells"][1]["stride"] = 2
     _refused(d, "cells[1].stride: unknown key")

@@ -36,7 +36,8 @@ from asmnas_tf.evaluation.model import AUX_LOGITS, LOGITS, EvalModel
 from asmnas_tf.space.genotype import GenotypeError, read_genotype
 from asmnas_tf.space.named_genotypes import NAMES, named_genotype
 from asmnas_tf.layers.ops import Identity, Zero, cell_preprocessing, make_op
-from asmnas_tf.space.primitives import INTERMEDIATE_NODES, cell_name, edge_name
+from asmnas_tf.space.primitives import cell_name, edge_name
+from asmnas_tf.space.search_space import search_space
 from asmnas_tf.errors import UserError
 from asmnas_tf.names import STEMS
 
@@ -45,12 +46,29 @@ from asmnas_tf.names import STEMS
 DEFAULT_NAMED_CELLS = 15
 
 
-def resolve_genotype(genotype, num_cells=None):
+def resolve_genotype(genotype, num_cells=None, space=None):
     """A Genotype from a value, a named genotype ('DARTS_V2') or a genotype.json path.
 
     `num_cells`, when given, is the depth asked for: a file with another
     number of cells is refused (GenotypeError naming the file and the field).
+    `space`, when given, is the network's SearchSpace: a genotype of another
+    space is refused in one line.
     """
+    resolved = _resolve(genotype, num_cells, space)
+    if space is not None:
+        check_genotype_space(resolved, space)
+    return resolved
+
+
+def check_genotype_space(genotype, space, where="genotype"):
+    """One line (GenotypeError) when `genotype`'s space is not the network's `space`."""
+    if genotype.space != space:
+        raise GenotypeError(f"{where}: primitives: a genotype of the space {genotype.space.describe()} "
+                            f"(expected the network's space, {space.describe()}; bind search_space.primitives "
+                            f"and search_space.nodes to the genotype's)")
+
+
+def _resolve(genotype, num_cells, space):
     if hasattr(genotype, "cells"):
         if num_cells is not None and len(genotype.cells) != num_cells:
             raise GenotypeError(
@@ -69,7 +87,7 @@ def resolve_genotype(genotype, num_cells=None):
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise GenotypeError(f"genotype {genotype!r} is neither a named genotype ({', '.join(NAMES)}) "
                             f"nor a genotype.json file{hint}")
-    return read_genotype(genotype, num_cells=num_cells)
+    return read_genotype(genotype, num_cells=num_cells, space=space)
 
 
 def _looks_like_a_name(text):
@@ -108,12 +126,12 @@ def _stem(inputs, channels, kind, stem_multiplier):
     return s0, s1, True
 
 
-def _cell(index, s0, s1, cell, channels, reduction_prev, drop_path):
+def _cell(index, s0, s1, cell, channels, reduction_prev, drop_path, space):
     """One evaluation cell from genotype cell `cell`."""
     name = cell_name(index)
     pre0, pre1 = cell_preprocessing(channels, True, reduction_prev, name)
     states = {0: pre0(s0), 1: pre1(s1)}
-    for target in INTERMEDIATE_NODES:
+    for target in space.intermediate_nodes:
         incoming = []
         for edge in cell.edges:
             if edge.target != target or edge.op == "zero":
@@ -139,7 +157,7 @@ def _cell(index, s0, s1, cell, channels, reduction_prev, drop_path):
     return keras.layers.Concatenate(name=f"{name}_output")(outputs)
 
 
-@gin.configurable(denylist=["genotype", "input_shape", "num_classes", "drop_path", "check_only"])
+@gin.configurable(denylist=["genotype", "input_shape", "num_classes", "drop_path", "check_only", "space"])
 def build_eval_net(
     genotype,
     input_shape,
@@ -155,6 +173,7 @@ def build_eval_net(
     drop_path=True,
     name="asm_eval_net",
     check_only=False,
+    space=None,
 ):
     """The evaluation network of `genotype` (a Genotype: one cell per network cell).
 
@@ -166,10 +185,14 @@ def build_eval_net(
     check the arguments and return None (before any data is read).
     `drop_path`: False builds no DropPath layer (a training with
     `run_train.drop_path = 0`, which would only multiply by ones).
+    `space`: the network's SearchSpace (None: the bound `search_space()`);
+    a genotype of another space is refused in one line.
     """
     _check_network_arguments(channels, stem, auxiliary, auxiliary_weight, clipnorm, label_smoothing, bn_momentum)
+    space = search_space() if space is None else space
     if check_only:
         return None
+    check_genotype_space(genotype, space)
     if len(input_shape) != 3:
         raise UserError(f"Expected input_shape (H, W, C). Received: input_shape={input_shape}")
     inputs = keras.Input(shape=tuple(input_shape), name="images")
@@ -182,7 +205,7 @@ def build_eval_net(
     for index, cell in enumerate(genotype.cells):
         if cell.reduction:
             cell_channels *= 2
-        output = _cell(index, s0, s1, cell, cell_channels, reduction_prev, drop_path)
+        output = _cell(index, s0, s1, cell, cell_channels, reduction_prev, drop_path, genotype.space)
         s0, s1 = s1, output
         reduction_prev = cell.reduction
         if auxiliary and index == aux_after:

@@ -87,7 +87,11 @@ class EvalModel(keras.Model):
             # Times the loss scale under mixed float16 (`precision.py`), else as is.
             tape_loss = self.optimizer.scale_loss(scaled_loss)
         variables = self.trainable_variables
-        gradients, _ = clip_by_global_norm(tape.gradient(tape_loss, variables), self.clipnorm,
+        # A cell whose every edge is `zero` leaves its preprocessing out of the
+        # loss: those weights get a zero gradient, not None.
+        gradients = [tf.zeros(v.shape, v.dtype) if g is None else g
+                     for g, v in zip(tape.gradient(tape_loss, variables), variables)]
+        gradients, _ = clip_by_global_norm(gradients, self.clipnorm,
                                            loss_scale(self.optimizer))
         self.optimizer.apply_gradients(zip(gradients, variables))
         return self._update_metrics(y, logits, loss)

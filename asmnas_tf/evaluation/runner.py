@@ -40,6 +40,7 @@ from asmnas_tf.runtime.precision import inner_optimizer, precision_policy
 from asmnas_tf.evaluation.recipe import check_recipe, train_optimizer
 from asmnas_tf.evaluation.tta import tta_metrics
 from asmnas_tf.evaluation.builder import build_eval_net, resolve_genotype
+from asmnas_tf.space.search_space import search_space
 from asmnas_tf.evaluation.export import MODEL_FILE, normalization_info, write_normalization_info
 from asmnas_tf.evaluation.size_report import describe_size, size_report
 from asmnas_tf.errors import UserError
@@ -166,7 +167,7 @@ def train(
         return completed
     if model_dir is not None:  # a spoilt saved state is found now, not after the data is read
         check_resumable(os.path.join(model_dir, rd.CHECKPOINT_DIR))
-    cells = resolve_genotype(genotype, num_cells)
+    cells = resolve_genotype(genotype, num_cells, search_space())
     train_loop.check_jit_compile(make_strategy())  # before the data: it may split the CPU into logical devices
     arrays = as_image_arrays(x, y, x_test, y_test)
     data = _array_data(arrays, batch_size, eval_batch_size, seed)
@@ -288,7 +289,7 @@ def run_train(
     if data == "arrays":
         train_loop.check_jit_compile(make_strategy())  # before the data: it may split the CPU into logical devices
         return train(genotype, load_arrays(), **options)
-    cells = resolve_genotype(genotype, num_cells)
+    cells = resolve_genotype(genotype, num_cells, search_space())
     make_strategy()
     return _train(cells, _imagenet_data(batch_size, eval_batch_size, seed), model_dir, {}, batch_size, epochs,
                   drop_path, test_time_augmentation, seed, deterministic, save_every_steps, verbose,

@@ -17,7 +17,8 @@ slices its rows without knowing how they are shared. Initialised
 import keras
 from keras import ops
 
-from asmnas_tf.space.primitives import EDGES, PRIMITIVES, reduction_indices
+from asmnas_tf.space.primitives import reduction_indices
+from asmnas_tf.space.search_space import DARTS_SPACE, make_space
 from asmnas_tf.errors import UserError
 
 SHARINGS = ("darts", "per_cell")
@@ -33,8 +34,9 @@ class ArchitectureParameters(keras.layers.Layer):
     under mixed precision: the softmax of eq. 3.1 runs in float32).
     """
 
-    def __init__(self, num_cells, sharing="darts", **kwargs):
+    def __init__(self, num_cells, sharing="darts", primitives=None, nodes=None, **kwargs):
         super().__init__(**kwargs)
+        self.space = make_space(primitives or DARTS_SPACE.primitives, nodes or DARTS_SPACE.nodes)
         if num_cells < 1:
             raise UserError(f"Expected num_cells >= 1. Received: num_cells={num_cells}")
         if sharing not in SHARINGS:
@@ -43,7 +45,7 @@ class ArchitectureParameters(keras.layers.Layer):
         self.sharing = sharing
 
     def build(self, input_shape):
-        row_shape = (len(EDGES), len(PRIMITIVES))
+        row_shape = (len(self.space.edges), len(self.space.primitives))
 
         def add(name, shape):
             return self.add_weight(
@@ -68,7 +70,8 @@ class ArchitectureParameters(keras.layers.Layer):
         return ops.stack([reduce if index in reductions else normal for index in range(self.num_cells)])
 
     def compute_output_spec(self, inputs):
-        return keras.KerasTensor((self.num_cells, len(EDGES), len(PRIMITIVES)), dtype=self.variable_dtype)
+        return keras.KerasTensor((self.num_cells, len(self.space.edges), len(self.space.primitives)), dtype=self.variable_dtype)
 
     def get_config(self):
-        return {**super().get_config(), "num_cells": self.num_cells, "sharing": self.sharing}
+        return {**super().get_config(), "num_cells": self.num_cells, "sharing": self.sharing,
+                "primitives": list(self.space.primitives), "nodes": self.space.nodes}

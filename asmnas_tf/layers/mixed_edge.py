@@ -1,4 +1,4 @@
-"""One supernet edge: all 8 candidate ops and their mixing, in one layer.
+"""One supernet edge: all candidate ops of its space and their mixing, in one layer.
 
 A supernet built one Keras layer per op has ~4,000 small weight tensors at
 the paper's size, and tracing the optimizer update of each of them dominates
@@ -30,7 +30,7 @@ from asmnas_tf.layers import attention
 from asmnas_tf.layers.batch_norm import biased_over_unbiased
 
 from asmnas_tf.layers import op_math
-from asmnas_tf.space.primitives import PRIMITIVES
+from asmnas_tf.space.search_space import DARTS_PRIMITIVES, make_space
 from asmnas_tf.errors import UserError
 
 _register = keras.saving.register_keras_serializable(package="asmnas_tf")
@@ -51,47 +51,71 @@ EMBEDDINGS = ("post_bn", "pre_bn")
 # 1e-3 N(0, 1)).
 ATTENTION_INITS = ("torch", "zero_output")
 
-# BatchNorm slots of one edge, all over C channels (BN is affine=False in the
-# supernet, SPEC §2, so only moving statistics are stored).
-_BN_SLOTS = ("max_pool", "avg_pool", "sep3_a", "sep3_b", "sep5_a", "sep5_b", "dil3", "dil5")
-_BN_SLOTS_STRIDED = _BN_SLOTS + ("skip",)
-# The fused edge normalises its ops in two concatenations (stage 1: from the
-# edge input; stage 2: the second halves of the separable convolutions), with
-# the BN slots as channel blocks in this order; "skip" only at stride 2.
-_STAGE1 = ("sep3_a", "sep5_a", "max_pool", "avg_pool", "dil3", "dil5")
-_STAGE2 = ("sep3_b", "sep5_b")
-# The op outputs in the order of the edge's blocks (final1, final2[, x]).
-_OUTPUT_ORDER = {
-    1: ("max_pool_3x3", "avg_pool_3x3", "dil_conv_3x3", "dil_conv_5x5", "sep_conv_3x3", "sep_conv_5x5", "skip_connect"),
-    2: ("max_pool_3x3", "avg_pool_3x3", "dil_conv_3x3", "dil_conv_5x5", "skip_connect", "sep_conv_3x3", "sep_conv_5x5"),
-}
+class EdgeLayout:
+    """Where each op of a space lives in the fused edge, derived from the op table.
+
+    The edge normalises its ops in two concatenations (stage 1: from the
+    edge input; stage 2: the second halves of the separable convolutions),
+    each op's BatchNorm slot a C-channel block of one of them:
+
+    - `pieces`: the convolution kernels in the flat weight vector: the
+      separable convolutions, the dilated ones, then FactorizedReduce's
+      (skip at stride 2), each in the space's op order;
+    - `stage1`: the separable convolutions' first halves, then the pools
+      and dilated convolutions (and skip at stride 2): `stage1_rest` those
+      after the separable halves, normalised as one concatenation;
+    - `stage2`: the separable convolutions' second halves;
+    - `bn_slots`: the order of the moving statistics (op order, skip last);
+    - `order`: the op of each output block, over the groups (stage 1's
+      rest, stage 2[, x for skip at stride 1]); zero has no block.
+
+    In the DARTS space this is the layout the edge always had.
+    """
+
+    def __init__(self, primitives, stride):
+        self.primitives = tuple(primitives)
+        self.stride = stride
+        specs = make_space(self.primitives, 1, binding="MixedEdge").specs
+        self.seps = tuple(op for op in specs if op.kind == "sep_conv")
+        self.dils = tuple(op for op in specs if op.kind == "dil_conv")
+        self.rest = tuple(op for op in specs if op.kind in ("pool", "dil_conv"))  # stage 1 after the separable halves
+        skip = [op for op in specs if op.kind == "skip"]
+        self.skip = skip[0] if skip else None
+        self.strided_skip = self.skip if stride == 2 else None
+        tail = (self.strided_skip,) if self.strided_skip is not None else ()
+        self.stage1_rest = tuple(op.short for op in self.rest + tail)
+        self.stage1 = tuple(f"{op.short}_a" for op in self.seps) + self.stage1_rest
+        self.stage2 = tuple(f"{op.short}_b" for op in self.seps)
+        self.bn_slots = tuple(slot for op in specs if op.kind != "skip" for slot in op.bn_slots(stride)) + \
+            tuple(op.short for op in tail)
+        self.order = tuple(op.name for op in self.rest + tail + self.seps) + \
+            ((self.skip.name,) if self.skip is not None and stride == 1 else ())
+
+    def conv_piece_shapes(self, channels):
+        """(name, shape, fan_in) of every convolution kernel of the edge's ops, at `channels`."""
+        return [piece for op in self.seps + self.dils for piece in op.conv_pieces(channels, self.stride)] + (
+            self.strided_skip.conv_pieces(channels, 2) if self.strided_skip is not None else [])
 
 
-def _conv_piece_shapes(channels, stride):
+_LAYOUTS = {}
+
+
+def edge_layout(primitives, stride):
+    """The (cached) EdgeLayout of `primitives` at `stride`."""
+    key = (tuple(primitives), stride)
+    if key not in _LAYOUTS:
+        _LAYOUTS[key] = EdgeLayout(*key)
+    return _LAYOUTS[key]
+
+
+def _conv_piece_shapes(channels, stride, primitives=DARTS_PRIMITIVES):
     """(name, shape, fan_in) of every convolution kernel of the edge's ops."""
-    c = channels
-    pieces = []
-    for k in (3, 5):
-        pieces += [
-            (f"sep{k}_dw1", (k, k, c, 1), k * k),
-            (f"sep{k}_pw1", (1, 1, c, c), c),
-            (f"sep{k}_dw2", (k, k, c, 1), k * k),
-            (f"sep{k}_pw2", (1, 1, c, c), c),
-        ]
-    for k in (3, 5):
-        pieces += [(f"dil{k}_dw", (k, k, c, 1), k * k), (f"dil{k}_pw", (1, 1, c, c), c)]
-    if stride == 2:
-        pieces += [("skip_even", (1, 1, c, c // 2), c), ("skip_odd", (1, 1, c, c // 2), c)]
-    return pieces
+    return edge_layout(primitives, stride).conv_piece_shapes(channels)
 
 
-def _bn_slots(stride):
+def _bn_slots(stride, primitives=DARTS_PRIMITIVES):
     """The edge's BatchNorm slots, in the order of its moving statistics."""
-    return _BN_SLOTS_STRIDED if stride == 2 else _BN_SLOTS
-
-
-def _stage1(stride):
-    return _STAGE1 + (("skip",) if stride == 2 else ())
+    return edge_layout(primitives, stride).bn_slots
 
 
 def _batch_norm_train(y):
@@ -173,11 +197,12 @@ def _attend_and_mix_fused(kernels, spec, groups, sources, w, order):
     and inverse std 1.
     """
     c = spec.channels
-    names = [name for name, _, _ in attention.attention_param_shapes(len(PRIMITIVES), spec.hidden_units)]
+    primitives = spec.primitives
+    names = [name for name, _, _ in attention.attention_param_shapes(len(primitives), spec.hidden_units)]
     group_sources = [source or (y, tf.zeros([y.shape[-1]]), tf.ones([y.shape[-1]]))
                      for y, source in zip(groups, sources)]
-    attrs = dict(channels=c, num_primitives=len(PRIMITIVES),
-                 primitive_of_block=[PRIMITIVES.index(name) for name in order])
+    attrs = dict(channels=c, num_primitives=len(primitives),
+                 primitive_of_block=[primitives.index(name) for name in order])
     source_args = [t for source in group_sources for t in source]
 
     @tf.custom_gradient
@@ -214,12 +239,13 @@ def _attend_and_mix(spec, groups, sources, w, order):
     """
     c = spec.channels
     widths = [y.shape[-1] // c for y in groups]
-    names = [name for name, _, _ in attention.attention_param_shapes(len(PRIMITIVES), spec.hidden_units)]
+    primitives = spec.primitives
+    names = [name for name, _, _ in attention.attention_param_shapes(len(primitives), spec.hidden_units)]
     normalised = [source is not None for source in sources]
     source_args = [t for source in sources if source is not None for t in source]
     dtype = groups[0].dtype
-    to_primitives = _permutation(order, True, dtype)  # [n, |O|]; `from_primitives` is its transpose
-    from_primitives = _permutation(order, False, dtype)
+    to_primitives = _permutation(order, primitives, True, dtype)  # [n, |O|]; `from_primitives` is its transpose
+    from_primitives = _permutation(order, primitives, False, dtype)
 
     @tf.custom_gradient
     def attend(*args):
@@ -230,7 +256,7 @@ def _attend_and_mix(spec, groups, sources, w, order):
         embedding = _embedding(spec, ys, None, order)  # eq. 4.3 (post-BN: from the y's)
         activations = []
         coeffs = attention.coefficients(embedding, params, activations)  # eq. 4.4-4.5
-        a_groups = _block_coefficients(coeffs, order, ys, c)
+        a_groups = _block_coefficients(coeffs, order, primitives, ys, c)
         mixed = tf.add_n([tf.reduce_sum(_blocks(y, c) * a_k, axis=3) for y, a_k in zip(ys, a_groups)])  # eq. 4.2
         # Taken here: a Shape op in the backward would keep the y's alive. x
         # (the skip group) is the edge's input, kept anyway.
@@ -255,7 +281,7 @@ def _attend_and_mix(spec, groups, sources, w, order):
             if isinstance(size, tf.Tensor):
                 per_element = tf.matmul(grad_embedding, from_primitives) / tf.cast(size, dtype)
             else:
-                per_element = tf.matmul(grad_embedding, _permutation(order, False, dtype, scale=1.0 / size))
+                per_element = tf.matmul(grad_embedding, _permutation(order, primitives, False, dtype, scale=1.0 / size))
             per_element = tf.split(tf.reshape(per_element, [-1, 1, 1, sum(widths), 1]), widths, axis=3)
             grad_ys = [tf.reshape(g_blocks * a_k + per_block, shape)
                        for per_block, a_k, shape in zip(per_element, a_groups, shapes)]
@@ -272,19 +298,19 @@ def _blocks(y, channels):
     return tf.reshape(y, [-1, *spatial, y.shape[-1] // channels, channels])
 
 
-def _permutation(order, to_primitives, dtype, scale=1.0):
-    """0/1 matrix (times `scale`) that maps columns in `order` to PRIMITIVES order (or back).
+def _permutation(order, primitives, to_primitives, dtype, scale=1.0):
+    """0/1 matrix (times `scale`) that maps columns in `order` to `primitives` order (or back).
 
     A product with it is exact (one 1 per column) and costs one MatMul
     forward and one backward, against a gather's transposes.
     """
-    matrix = np.zeros((len(order), len(PRIMITIVES)), dtype=tf.as_dtype(dtype).as_numpy_dtype)
-    matrix[np.arange(len(order)), [PRIMITIVES.index(name) for name in order]] = scale
+    matrix = np.zeros((len(order), len(primitives)), dtype=tf.as_dtype(dtype).as_numpy_dtype)
+    matrix[np.arange(len(order)), [primitives.index(name) for name in order]] = scale
     return tf.constant(matrix if to_primitives else matrix.T)
 
 
-EdgeSpec = collections.namedtuple("EdgeSpec", "channels stride hidden_units mixing training embedding",
-                                  defaults=("post_bn",))
+EdgeSpec = collections.namedtuple("EdgeSpec", "channels stride hidden_units mixing training embedding primitives",
+                                  defaults=("post_bn", DARTS_PRIMITIVES))
 EdgeSpec.__doc__ = "What shapes an edge's graph: equal specs (and input shapes) share one traced function."
 
 
@@ -303,17 +329,18 @@ def _unpack(flat, pieces):
 
 
 def _op_outputs(spec, x, w, moving_mean, moving_variance):
-    """The edge's op outputs as channel blocks: (groups, pre_bn_groups, order, stats).
+    """The edge's op outputs as channel blocks: (groups, pre_bn_groups, order, stats, sources).
 
-    `groups`: [final1, final2(, x)], whose C-channel blocks are the outputs
-    of the ops `_OUTPUT_ORDER[stride]`; `pre_bn_groups`: the same blocks
-    before their last BatchNorm; `stats`: the BN stages' batch statistics
-    (training only).
+    `groups`: [final1, final2(, x)] (a group without ops left out), whose
+    C-channel blocks are the outputs of the ops `order` (`EdgeLayout`);
+    `pre_bn_groups`: the same blocks before their last BatchNorm; `stats`:
+    the BN stages' batch statistics (training only); `sources`: what
+    rebuilds each group from its BN input (training only).
     """
     s = spec.stride
-    c = spec.channels
     training = spec.training
-    bn_slots = _bn_slots(s)
+    layout = edge_layout(spec.primitives, s)
+    bn_slots = layout.bn_slots
     relu_x = ops.relu(x)  # shared by every conv op of the edge
 
     def conv(inp, dw, pw, stride, dilation):  # depthwise, then 1x1 (DilConv without its BN)
@@ -331,54 +358,64 @@ def _op_outputs(spec, x, w, moving_mean, moving_variance):
         return op_math.normalize(y, tf.cast(mean, y.dtype), tf.cast(variance, y.dtype))
 
     # Stage 1: every op up to its (first) BatchNorm, all from x, as the
-    # channel blocks `_stage1(s)`. BN is per channel, so the BN of a
+    # channel blocks `layout.stage1`. BN is per channel, so the BN of a
     # concatenation is the BN of each (one fused op each way). Two
     # concatenations, the separable convolutions' first halves and the rest
     # (`final1`): one would need a split of its output, a copy each way.
     stats = []
     recompute = []  # (raw, mean, inverse std) of each BN, in training
-    sep_raw = tf.concat([conv(relu_x, f"sep{k}_dw1", f"sep{k}_pw1", s, 1) for k in (3, 5)], axis=-1)
-    sep_a = batch_norm(sep_raw, _STAGE1[:2])
-    first = [op_math.max_pool_3x3(x, s), op_math.avg_pool_3x3(x, s)]
-    first += [conv(relu_x, f"dil{k}_dw", f"dil{k}_pw", s, 2) for k in (3, 5)]
-    if s == 2:
-        first += op_math.factorized_reduce_halves(relu_x, w["skip_even"], w["skip_odd"])
-    raw1 = tf.concat(first, axis=-1)
-    final1 = batch_norm(raw1, _stage1(s)[2:])
-    # Stage 2: the second halves of both separable convolutions.
+    groups, pre_bn_groups, sources = [], [], []
+    if layout.seps:
+        sep_raw = tf.concat([conv(relu_x, f"{op.short}_dw1", f"{op.short}_pw1", s, 1) for op in layout.seps], axis=-1)
+        sep_a = batch_norm(sep_raw, layout.stage1[:len(layout.seps)])
+    first = []
+    for op in layout.rest:
+        if op.kind == "pool":
+            first.append((op_math.max_pool_3x3 if op.pool == "max" else op_math.avg_pool_3x3)(x, s))
+        else:
+            first.append(conv(relu_x, f"{op.short}_dw", f"{op.short}_pw", s, op.dilation))
+    if layout.strided_skip is not None:
+        short = layout.strided_skip.short
+        first += op_math.factorized_reduce_halves(relu_x, w[f"{short}_even"], w[f"{short}_odd"])
+    if first:
+        raw1 = tf.concat(first, axis=-1)
+        groups.append(batch_norm(raw1, layout.stage1_rest))
+        pre_bn_groups.append(raw1)
+        sources.append(recompute[-1] if training else None)
+    # Stage 2: the second halves of the separable convolutions.
     # ReLU after the split: each half's ReLU output is what its depthwise
     # convolution's backward keeps; a ReLU before it kept both its output and the split's copies.
-    halves = [ops.relu(half) for half in tf.split(sep_a, 2, axis=-1)]
-    raw2 = tf.concat([conv(half, f"sep{k}_dw2", f"sep{k}_pw2", 1, 1) for k, half in zip((3, 5), halves)], axis=-1)
-    final2 = batch_norm(raw2, _STAGE2)
-    # The op outputs as channel blocks of final1 (max, avg, dil3, dil5
-    # [, skip]), final2 (sep3, sep5) and, at stride 1, x (skip).
-    tail = [x] if s == 1 else []
-    groups = [final1, final2] + tail
-    pre_bn_groups = [raw1, raw2] + tail
-    # What rebuilds each group from its BN input (`_mix_normalized`); x is not normalised.
-    sources = None
-    if training:
-        sources = recompute[1:] + [None] * len(tail)
-    return groups, pre_bn_groups, _OUTPUT_ORDER[s], stats, sources
+    if layout.seps:
+        halves = [ops.relu(half) for half in tf.split(sep_a, len(layout.seps), axis=-1)]
+        raw2 = tf.concat([conv(half, f"{op.short}_dw2", f"{op.short}_pw2", 1, 1)
+                          for op, half in zip(layout.seps, halves)], axis=-1)
+        groups.append(batch_norm(raw2, layout.stage2))
+        pre_bn_groups.append(raw2)
+        sources.append(recompute[-1] if training else None)
+    # At stride 1, skip's output is x itself, not normalised.
+    if layout.skip is not None and s == 1:
+        groups.append(x)
+        pre_bn_groups.append(x)
+        sources.append(None)
+    return groups, pre_bn_groups, layout.order, stats, sources if training else None
 
 
-def _block_coefficients(coeffs, order, groups, channels):
-    """coeffs [B, |O|] (PRIMITIVES order) as one [B, 1, 1, n, 1] tensor per group, n its blocks (`order`)."""
+def _block_coefficients(coeffs, order, primitives, groups, channels):
+    """coeffs [B, |O|] (`primitives` order) as one [B, 1, 1, n, 1] tensor per group, n its blocks (`order`)."""
     dtype = groups[0].dtype
-    a = tf.matmul(tf.cast(coeffs, dtype), _permutation(order, False, dtype))
+    a = tf.matmul(tf.cast(coeffs, dtype), _permutation(order, primitives, False, dtype))
     return tf.split(tf.reshape(a, [-1, 1, 1, len(order), 1]), [y.shape[-1] // channels for y in groups], axis=3)
 
 
 def _embedding(spec, groups, pre_bn_groups, order):
-    """Eq. 4.3: E [B, |O|] in PRIMITIVES order (zero's e_k is 0), from `spec.embedding`."""
+    """Eq. 4.3: E [B, |O|] in the space's op order (zero's e_k is 0), from `spec.embedding`."""
     source = groups if spec.embedding == "post_bn" else pre_bn_groups
     blocks = sum(y.shape[-1] for y in source) // spec.channels
     # Over H, W first, then each block's C: one mean over axes (1, 2, 4) of
     # the 5-D view transposed first (2-3x the time at 32 x 32, bench/README.md).
     spatial = tf.concat([tf.reduce_mean(y, axis=[1, 2]) for y in source], axis=1)  # [B, blocks C]
     means = tf.reduce_mean(tf.reshape(spatial, [-1, blocks, spec.channels]), axis=2)
-    return tf.matmul(means, _permutation(order, True, means.dtype))
+    return tf.matmul(means, _permutation(order, spec.primitives, True, means.dtype))
 
 
 def _edge_forward(spec, x, kernel, moving_mean, moving_variance, alpha, replacement):
@@ -391,6 +428,7 @@ def _edge_forward(spec, x, kernel, moving_mean, moving_variance, alpha, replacem
     """
     w = _unpack(kernel, _pieces(spec))
     c = spec.channels
+    num_ops = len(spec.primitives)
     groups, pre_bn_groups, order, stats, sources = _op_outputs(spec, x, w, moving_mean, moving_variance)
 
     # ASM's training step: the attention and the mixing as one custom gradient.
@@ -404,26 +442,26 @@ def _edge_forward(spec, x, kernel, moving_mean, moving_variance, alpha, replacem
             mixed, coeffs = _attend_and_mix_fused(kernels, spec, groups, sources, w, order)
         else:
             mixed, coeffs = _attend_and_mix(spec, groups, sources, w, order)
-        return (mixed, coeffs, *_new_moving_stats(stats, spec.stride, moving_mean, moving_variance, groups[1]))
+        return (mixed, coeffs, *_new_moving_stats(stats, spec, moving_mean, moving_variance, sources))
     if spec.mixing == "attention":
         coeffs = attention.coefficients(_embedding(spec, groups, pre_bn_groups, order), w)
     elif spec.mixing == "path":
         # RSPS (`path_sampler.py`): the row is the one-hot coefficients themselves.
-        coeffs = ops.broadcast_to(tf.cast(alpha, "float32")[None, :], (tf.shape(x)[0], len(PRIMITIVES)))
+        coeffs = ops.broadcast_to(tf.cast(alpha, "float32")[None, :], (tf.shape(x)[0], num_ops))
     elif spec.mixing == "alpha":
         # eq. 3.1: the same softmax(alpha) for every sample, so selection
         # reads it per sample. In alpha's dtype: float32 variables even
         # under mixed precision (`alphas.py`).
         probabilities = ops.softmax(alpha, axis=-1)
-        coeffs = ops.broadcast_to(probabilities[None, :], (tf.shape(x)[0], len(PRIMITIVES)))
+        coeffs = ops.broadcast_to(probabilities[None, :], (tf.shape(x)[0], num_ops))
     else:
-        coeffs = ops.full((tf.shape(x)[0], len(PRIMITIVES)), 1.0 / len(PRIMITIVES), dtype="float32")
+        coeffs = ops.full((tf.shape(x)[0], num_ops), 1.0 / num_ops, dtype="float32")
     if replacement is not None:
         # One-hot coefficients of op `replacement` where it is >= 0 (MixedEdge.replacement).
-        one_hot = ops.one_hot(ops.maximum(replacement, 0), len(PRIMITIVES), dtype=coeffs.dtype)
+        one_hot = ops.one_hot(ops.maximum(replacement, 0), num_ops, dtype=coeffs.dtype)
         coeffs = ops.where(replacement >= 0, ops.broadcast_to(one_hot[None, :], ops.shape(coeffs)), coeffs)
     # eq. 4.2, per block: sum_k a_k y_k.
-    a = _block_coefficients(coeffs, order, groups, c)
+    a = _block_coefficients(coeffs, order, spec.primitives, groups, c)
     # The attention's coefficients take their gradient from the BN inputs
     # (`_mix_normalized`: ASM's step at L = 15 -8%, bench/README.md); fixed
     # ones (uniform, path) need none; DARTS's alpha keeps autodiff (its
@@ -439,21 +477,26 @@ def _edge_forward(spec, x, kernel, moving_mean, moving_variance, alpha, replacem
         mixed = term if mixed is None else mixed + term
     if not spec.training:
         return mixed, coeffs
-    return (mixed, coeffs, *_new_moving_stats(stats, spec.stride, moving_mean, moving_variance, groups[1]))
+    return (mixed, coeffs, *_new_moving_stats(stats, spec, moving_mean, moving_variance, sources))
 
 
-def _new_moving_stats(stats, stride, moving_mean, moving_variance, y):
+def _new_moving_stats(stats, spec, moving_mean, moving_variance, sources):
     """The moving averages after this batch, in bn_slots order.
 
-    `stats`: (mean, variance) of the BN stages 1 and 2. Keras's BN (the
-    reference) averages the biased variance: the fused BN's unbiased one
-    times (n - 1) / n, n = B H W of the normalised `y`. Computed inside the
-    edge's graph function, so the layer only assigns (the outer graph spent
-    18 ms of tracing per edge on this arithmetic).
+    `stats`: (mean, variance) of the BN stages (`EdgeLayout.stage1`, then
+    `stage2`). Keras's BN (the reference) averages the biased variance: the
+    fused BN's unbiased one times (n - 1) / n, n = B H W of a normalised
+    output (every BN of the edge is at its output resolution). Computed
+    inside the edge's graph function, so the layer only assigns (the outer
+    graph spent 18 ms of tracing per edge on this arithmetic).
     """
+    if not stats:  # an edge without BatchNorm (zero and skip at stride 1)
+        return moving_mean, moving_variance
+    layout = edge_layout(spec.primitives, spec.stride)
+    y = next(source[0] for source in sources if source is not None)
     dtype = moving_mean.dtype  # float32, or float64 in a float64 layer
-    slots = _stage1(stride) + _STAGE2
-    index = [slots.index(slot) for slot in _bn_slots(stride)]
+    slots = layout.stage1 + layout.stage2
+    index = [slots.index(slot) for slot in layout.bn_slots]
     mean, variance = (
         tf.gather(tf.reshape(tf.cast(tf.concat(values, axis=0), dtype), [len(slots), -1]), index)
         for values in zip(*stats)
@@ -467,9 +510,9 @@ def _new_moving_stats(stats, stride, moving_mean, moving_variance, y):
 
 
 def _pieces(spec):
-    pieces = _conv_piece_shapes(spec.channels, spec.stride)
+    pieces = _conv_piece_shapes(spec.channels, spec.stride, spec.primitives)
     if spec.mixing == "attention":
-        pieces += attention.attention_param_shapes(len(PRIMITIVES), spec.hidden_units)
+        pieces += attention.attention_param_shapes(len(spec.primitives), spec.hidden_units)
     return pieces
 
 
@@ -530,7 +573,7 @@ class MixedEdge(keras.layers.Layer):
     """
 
     def __init__(self, channels, stride=1, hidden_units=16, mixing="attention", embedding="post_bn",
-                 attention_init="torch", attention_lr_multiplier=1.0, **kwargs):
+                 attention_init="torch", attention_lr_multiplier=1.0, primitives=None, **kwargs):
         super().__init__(**kwargs)
         if stride not in (1, 2):
             raise UserError(f"Expected stride 1 or 2. Received: stride={stride}")
@@ -546,8 +589,9 @@ class MixedEdge(keras.layers.Layer):
         self.embedding = embedding
         self.attention_init = attention_init
         self.attention_lr_multiplier = float(attention_lr_multiplier)
-        self.pieces = _pieces(EdgeSpec(channels, stride, hidden_units, mixing, False))
-        self.bn_slots = _bn_slots(stride)
+        self.primitives = edge_layout(DARTS_PRIMITIVES if primitives is None else primitives, stride).primitives
+        self.pieces = _pieces(EdgeSpec(channels, stride, hidden_units, mixing, False, embedding, self.primitives))
+        self.bn_slots = _bn_slots(stride, self.primitives)
         # The stability experiment (paper §5.3.1, Fig. 3) replaces one mixed
         # edge at a time by its selected op. It sets this to an int32
         # tf.Variable before the model is traced: k >= 0 makes the edge output
@@ -589,7 +633,8 @@ class MixedEdge(keras.layers.Layer):
         """Where T1..T4 begin in the flat kernel (they are its last pieces); None without attention."""
         if self.mixing != "attention":
             return None
-        return sum(math.prod(shape) for _, shape, _ in _conv_piece_shapes(self.channels, self.stride))
+        return sum(math.prod(shape) for _, shape, _ in
+                   _conv_piece_shapes(self.channels, self.stride, self.primitives))
 
     def scale_gradient(self, gradient):
         """This edge's kernel gradient with T1..T4's part times `attention_lr_multiplier`.
@@ -628,7 +673,8 @@ class MixedEdge(keras.layers.Layer):
         return mixed, coeffs
 
     def _spec(self, training):
-        return EdgeSpec(self.channels, self.stride, self.hidden_units, self.mixing, bool(training), self.embedding)
+        return EdgeSpec(self.channels, self.stride, self.hidden_units, self.mixing, bool(training), self.embedding,
+                        self.primitives)
 
     def embeddings(self, x, training=False):
         """E [B, |O|] of eq. 4.3 for the edge input `x`, as the module sees it (diagnostics).
@@ -651,7 +697,7 @@ class MixedEdge(keras.layers.Layer):
             out_shape[1:3] = [None if d is None else -(-d // 2) for d in out_shape[1:3]]
         return (
             keras.KerasTensor(out_shape, dtype=self.compute_dtype),
-            keras.KerasTensor((x.shape[0], len(PRIMITIVES)), dtype="float32" if alpha is None or self.mixing == "path" else alpha.dtype),
+            keras.KerasTensor((x.shape[0], len(self.primitives)), dtype="float32" if alpha is None or self.mixing == "path" else alpha.dtype),
         )
 
     def get_config(self):
@@ -664,6 +710,7 @@ class MixedEdge(keras.layers.Layer):
             "embedding": self.embedding,
             "attention_init": self.attention_init,
             "attention_lr_multiplier": self.attention_lr_multiplier,
+            "primitives": list(self.primitives),
         }
 
 

@@ -14,7 +14,7 @@ from keras import ops
 
 from asmnas_tf.layers import op_math
 from asmnas_tf.layers.batch_norm import batch_norm as make_batch_norm  # Pool3x3 has a `batch_norm` flag
-from asmnas_tf.space.primitives import PRIMITIVES
+from asmnas_tf.space.op_table import op_spec
 from asmnas_tf.errors import UserError
 
 _register = keras.saving.register_keras_serializable(package="asmnas_tf")
@@ -241,18 +241,17 @@ class ReLUConvBN(keras.layers.Layer):
 
 
 def make_op(op_name, channels, stride, affine, pool_batch_norm=False, name=None):
-    """The layer for candidate `op_name` (C -> C channels, stride 1 or 2)."""
-    if op_name == "zero":
+    """The layer for candidate `op_name` (C -> C channels, stride 1 or 2), from its op-table row."""
+    spec = op_spec(op_name, "op_name")
+    if spec.kind == "zero":
         return Zero(stride, name=name)
-    if op_name in ("max_pool_3x3", "avg_pool_3x3"):
-        return Pool3x3(op_name[:3], stride, pool_batch_norm, affine, name=name)
-    if op_name == "skip_connect":
+    if spec.kind == "pool":
+        return Pool3x3(spec.pool, stride, pool_batch_norm, affine, name=name)
+    if spec.kind == "skip":
         return Identity(name=name) if stride == 1 else FactorizedReduce(channels, affine, name=name)
-    if op_name in ("sep_conv_3x3", "sep_conv_5x5"):
-        return SepConv(channels, int(op_name[-1]), stride, affine, name=name)
-    if op_name in ("dil_conv_3x3", "dil_conv_5x5"):
-        return DilConv(channels, int(op_name[-1]), stride, 2, affine, name=name)
-    raise UserError(f"Expected an op in {PRIMITIVES}. Received: op_name={op_name!r}")
+    if spec.kind == "sep_conv":
+        return SepConv(channels, spec.kernel_size, stride, affine, name=name)
+    return DilConv(channels, spec.kernel_size, stride, spec.dilation, affine, name=name)
 
 
 def cell_preprocessing(channels, affine, reduction_prev, name):

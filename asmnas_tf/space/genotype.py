@@ -19,7 +19,8 @@ import os
 
 import numpy as np
 
-from asmnas_tf.space.primitives import EDGES, INTERMEDIATE_NODES, PRIMITIVES, reduction_indices
+from asmnas_tf.space.primitives import reduction_indices
+from asmnas_tf.space.search_space import DARTS_SPACE, SearchSpace, make_space
 from asmnas_tf.errors import UserError
 from asmnas_tf.runtime.atomic_write import write_bytes_atomic
 from asmnas_tf.names import RULES
@@ -28,10 +29,11 @@ FORMAT = "asmnas-genotype/1"
 # Refuse bigger files before parsing: a 15-cell argmax genotype is ~30 KB.
 MAX_FILE_BYTES = 1 << 20
 
-_TOP_KEYS = ("format", "primitives", "cells", "source")
+_TOP_KEYS = ("format", "primitives", "nodes", "cells", "source")
+_REQUIRED_TOP_KEYS = ("format", "primitives", "cells", "source")  # no "nodes": the DARTS space's 4
 _CELL_KEYS = ("reduction", "edges", "concat")
 _EDGE_KEYS = ("from", "to", "op")  # plus the optional "weight"
-_DEFAULT_CONCAT = tuple(INTERMEDIATE_NODES)
+_DEFAULT_CONCAT = DARTS_SPACE.intermediate_nodes
 
 
 class GenotypeError(UserError):
@@ -59,7 +61,13 @@ class Genotype:
     # Free-form provenance (method, dataset, seed, rule); a dict, so kept out
     # of the hash (the genotype stays comparable but is not hashable by it).
     source: dict = dataclasses.field(hash=False)
-    primitives: tuple = PRIMITIVES
+    primitives: tuple = DARTS_SPACE.primitives
+    nodes: int = DARTS_SPACE.nodes
+
+    @property
+    def space(self):
+        """The SearchSpace this genotype's cells come from."""
+        return SearchSpace(tuple(self.primitives), self.nodes)
 
 
 # ---------------------------------------------------------------- dict form
@@ -67,9 +75,11 @@ class Genotype:
 
 def to_dict(genotype):
     """The SPEC §5 schema, keys in schema order; no validation (see dumps)."""
+    nodes = {} if genotype.nodes == DARTS_SPACE.nodes else {"nodes": genotype.nodes}  # DARTS files: SPEC §5 as is
     return {
         "format": FORMAT,
         "primitives": list(genotype.primitives),
+        **nodes,
         "cells": [
             {
                 "reduction": cell.reduction,
@@ -85,11 +95,12 @@ def to_dict(genotype):
     }
 
 
-def from_dict(data, *, where="genotype", num_cells=None):
+def from_dict(data, *, where="genotype", num_cells=None, space=None):
     """Validates `data` (the parsed JSON) and returns the Genotype.
 
     `num_cells`, when given, is the depth of the network that will use the
-    genotype; a file for another depth is refused.
+    genotype; a file for another depth is refused. `space`, when given, is
+    the SearchSpace of that network: a genotype of another space is refused.
     """
     where = os.fspath(where)
     if not isinstance(data, dict):
@@ -99,15 +110,11 @@ def from_dict(data, *, where="genotype", num_cells=None):
         _fail(where, "format", "missing", repr(FORMAT))
     if data["format"] != FORMAT:
         _fail(where, "format", f"unsupported format {_show(data['format'])}", repr(FORMAT))
-    _check_keys(where, "", data, _TOP_KEYS, required=_TOP_KEYS)
-
-    if data["primitives"] != list(PRIMITIVES):
-        _fail(
-            where,
-            "primitives",
-            f"got {_show(data['primitives'])}",
-            "exactly [" + ", ".join(PRIMITIVES) + "], in this order",
-        )
+    _check_keys(where, "", data, _TOP_KEYS, required=_REQUIRED_TOP_KEYS)
+    file_space = _space_from_dict(where, data)
+    if space is not None and file_space != space:
+        _fail(where, "primitives", f"a genotype of the space {file_space.describe()}",
+              f"the network's space, {space.describe()}")
 
     cells = data["cells"]
     if not isinstance(cells, list) or not cells:
@@ -121,7 +128,7 @@ def from_dict(data, *, where="genotype", num_cells=None):
         )
     reductions = reduction_indices(len(cells))
     parsed = tuple(
-        _cell_from_dict(where, i, cell, i in reductions, reductions, len(cells))
+        _cell_from_dict(where, i, cell, i in reductions, reductions, len(cells), file_space)
         for i, cell in enumerate(cells)
     )
 
@@ -131,10 +138,23 @@ def from_dict(data, *, where="genotype", num_cells=None):
     _check_json_value(where, "source", source)
     # A private copy, so the value does not change with the caller's dict.
     source = json.loads(json.dumps(source))
-    return Genotype(cells=parsed, source=source, primitives=PRIMITIVES)
+    return Genotype(cells=parsed, source=source, primitives=file_space.primitives, nodes=file_space.nodes)
 
 
-def _cell_from_dict(where, i, cell, expect_reduction, reductions, total):
+def _space_from_dict(where, data):
+    """The file's SearchSpace: its `primitives` (ops of the op table) and `nodes` (4 when absent)."""
+    primitives = data["primitives"]
+    nodes = data.get("nodes", DARTS_SPACE.nodes)
+    if not isinstance(primitives, list) or not all(isinstance(name, str) for name in primitives):
+        _fail(where, "primitives", f"got {_show(primitives)}", "a list of op names")
+    try:
+        return make_space(tuple(primitives), nodes, binding="genotype")
+    except UserError as err:
+        _fail(where, "primitives" if "primitives" in str(err) else "nodes", str(err).replace("genotype.", ""),
+              "ops of the op table, distinct, and nodes an int >= 1")
+
+
+def _cell_from_dict(where, i, cell, expect_reduction, reductions, total, space):
     path = f"cells[{i}]"
     if not isinstance(cell, dict):
         _fail(where, path, f"got {_kind(cell)}", "an object with keys " + ", ".join(_CELL_KEYS))
@@ -158,7 +178,7 @@ def _cell_from_dict(where, i, cell, expect_reduction, reductions, total):
     seen = {}
     parsed = []
     for k, edge in enumerate(edges):
-        parsed_edge = _edge_from_dict(where, f"{path}.edges[{k}]", edge)
+        parsed_edge = _edge_from_dict(where, f"{path}.edges[{k}]", edge, space)
         pair = (parsed_edge.source, parsed_edge.target)
         if pair in seen:
             _fail(
@@ -171,11 +191,12 @@ def _cell_from_dict(where, i, cell, expect_reduction, reductions, total):
         parsed.append(parsed_edge)
 
     concat = cell["concat"]
+    nodes = _node_range(space)
     if not isinstance(concat, list) or not concat:
-        _fail(where, f"{path}.concat", f"got {_kind(concat)}", "a non-empty list of nodes in 2..5")
+        _fail(where, f"{path}.concat", f"got {_kind(concat)}", f"a non-empty list of nodes in {nodes}")
     for k, node in enumerate(concat):
-        if not _is_int(node) or node not in INTERMEDIATE_NODES:
-            _fail(where, f"{path}.concat[{k}]", f"node out of range: {_show(node)}", "an int in 2..5")
+        if not _is_int(node) or node not in space.intermediate_nodes:
+            _fail(where, f"{path}.concat[{k}]", f"node out of range: {_show(node)}", f"an int in {nodes}")
         if node in concat[:k]:
             _fail(where, f"{path}.concat[{k}]", f"node {node} listed twice", "distinct nodes")
     return Cell(
@@ -185,16 +206,21 @@ def _cell_from_dict(where, i, cell, expect_reduction, reductions, total):
     )
 
 
-def _edge_from_dict(where, path, edge):
+def _node_range(space):
+    return f"{space.intermediate_nodes[0]}..{space.intermediate_nodes[-1]}"
+
+
+def _edge_from_dict(where, path, edge, space):
     if not isinstance(edge, dict):
         _fail(where, path, f"got {_kind(edge)}", "an object with keys from, to, op, weight")
     _check_keys(where, path + ".", edge, _EDGE_KEYS + ("weight",), required=_EDGE_KEYS)
 
     target = edge["to"]
+    nodes = _node_range(space)
     if not _is_int(target):
-        _fail(where, f"{path}.to", f"got {_show(target)}", "an int in 2..5")
-    if target not in INTERMEDIATE_NODES:
-        _fail(where, f"{path}.to", f"node out of range: {target}", "an intermediate node in 2..5")
+        _fail(where, f"{path}.to", f"got {_show(target)}", f"an int in {nodes}")
+    if target not in space.intermediate_nodes:
+        _fail(where, f"{path}.to", f"node out of range: {target}", f"an intermediate node in {nodes}")
     source = edge["from"]
     if not _is_int(source):
         _fail(where, f"{path}.from", f"got {_show(source)}", f"an int in 0..{target - 1}")
@@ -209,9 +235,9 @@ def _edge_from_dict(where, path, edge):
         )
 
     op = edge["op"]
-    if not isinstance(op, str) or op not in PRIMITIVES:
+    if not isinstance(op, str) or op not in space.primitives:
         what = f"unknown op {op!r}" if isinstance(op, str) else f"got {_show(op)}"
-        _fail(where, f"{path}.op", what, "one of " + ", ".join(PRIMITIVES))
+        _fail(where, f"{path}.op", what, "one of " + ", ".join(space.primitives))
 
     weight = edge.get("weight")
     if weight is not None:
@@ -244,7 +270,7 @@ def write_genotype(path, genotype):
     write_bytes_atomic(path, _checked_text(genotype, path).encode("utf-8"))
 
 
-def read_genotype(path, *, num_cells=None):
+def read_genotype(path, *, num_cells=None, space=None):
     """Reads and validates a genotype file; raises GenotypeError naming the field."""
     path = os.fspath(path)
     try:
@@ -267,19 +293,20 @@ def read_genotype(path, *, num_cells=None):
         _fail(path, "$", f"invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}", "a JSON object")
     except _DuplicateKey as err:
         _fail(path, "$", f"duplicate key {err.args[0]!r} in a JSON object", "each key once per object")
-    return from_dict(data, where=path, num_cells=num_cells)
+    return from_dict(data, where=path, num_cells=num_cells, space=space)
 
 
 # ---------------------------------------------------------------- baseline
 
 
-def random_genotype(num_cells, seed, *, rule="argmax"):
+def random_genotype(num_cells, seed, *, rule="argmax", space=DARTS_SPACE):
     """The DARTS "Random Sample" baseline, deterministic per seed.
 
-    rule "argmax": every one of the 14 edges gets a uniformly random op from
-    PRIMITIVES, `zero` included (as the argmax rule may pick it).
-    rule "top2": every intermediate node gets 2 distinct random predecessors,
-    each with a uniformly random non-zero op (8 edges per cell).
+    rule "argmax": every edge of the space gets a uniformly random op from
+    its primitives, `zero` included (as the argmax rule may pick it).
+    rule "top2": every intermediate node gets 2 distinct random predecessors
+    each with a uniformly random non-zero op (8 edges per cell in the DARTS
+    space).
     """
     if rule not in RULES:
         raise UserError(f"Expected rule in {RULES}. Received: rule={rule!r}")
@@ -287,25 +314,29 @@ def random_genotype(num_cells, seed, *, rule="argmax"):
         raise UserError(f"Expected an int seed. Received: seed={seed!r}")
     rng = np.random.default_rng(int(seed))
     reductions = reduction_indices(num_cells)
+    primitives = space.primitives
+    non_zero = [name for name in primitives if name != "zero"]
     cells = []
     for i in range(num_cells):
         if rule == "argmax":
             edges = tuple(
-                Edge(source, target, PRIMITIVES[int(rng.integers(len(PRIMITIVES)))])
-                for source, target in EDGES
+                Edge(source, target, primitives[int(rng.integers(len(primitives)))])
+                for source, target in space.edges
             )
         else:
             edges = []
-            for target in INTERMEDIATE_NODES:
+            for target in space.intermediate_nodes:
                 sources = sorted(int(s) for s in rng.choice(target, size=2, replace=False))
                 for source in sources:
-                    op = PRIMITIVES[int(rng.integers(1, len(PRIMITIVES)))]
+                    op = non_zero[int(rng.integers(len(non_zero)))]
                     edges.append(Edge(source, target, op))
             edges = tuple(edges)
-        cells.append(Cell(reduction=i in reductions, edges=edges))
+        cells.append(Cell(reduction=i in reductions, edges=edges, concat=space.intermediate_nodes))
     return Genotype(
         cells=tuple(cells),
         source={"method": "random", "seed": int(seed), "rule": rule},
+        primitives=space.primitives,
+        nodes=space.nodes,
     )
 
 

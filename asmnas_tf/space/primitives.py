@@ -2,28 +2,20 @@
 
 import math
 from asmnas_tf.errors import UserError
+from asmnas_tf.space.search_space import DARTS_SPACE, NUM_INPUT_NODES  # noqa: F401
 
-# Operation space O, in the order that fixes each op's index (SPEC §2).
-PRIMITIVES = (
-    "zero",
-    "max_pool_3x3",
-    "avg_pool_3x3",
-    "skip_connect",
-    "sep_conv_3x3",
-    "sep_conv_5x5",
-    "dil_conv_3x3",
-    "dil_conv_5x5",
-)
+# The DARTS space's values (the default space, `search_space.py`): operation
+# space O, in the order that fixes each op's index (SPEC §2).
+PRIMITIVES = DARTS_SPACE.primitives
 
 # A cell has N = 7 nodes: inputs 0 (c_{k-2}) and 1 (c_{k-1}), intermediate
 # nodes 2..5, and the output node (concat of 2..5).
-NUM_INPUT_NODES = 2
-NUM_INTERMEDIATE_NODES = 4
-INTERMEDIATE_NODES = tuple(range(NUM_INPUT_NODES, NUM_INPUT_NODES + NUM_INTERMEDIATE_NODES))
+NUM_INTERMEDIATE_NODES = DARTS_SPACE.nodes
+INTERMEDIATE_NODES = DARTS_SPACE.intermediate_nodes
 
 # Every intermediate node j takes one edge from every node i < j: 14 edges,
 # in this canonical order (by destination, then source).
-EDGES = tuple((i, j) for j in INTERMEDIATE_NODES for i in range(j))
+EDGES = DARTS_SPACE.edges
 
 
 def reduction_indices(num_cells):

@@ -24,7 +24,8 @@ from asmnas_tf.layers.path_sampler import PathSampler
 from asmnas_tf.supernet.darts import ARCHITECTURE, DartsModel
 from asmnas_tf.layers.mixed_edge import MixedEdge, check_attention_options
 from asmnas_tf.layers.ops import cell_preprocessing
-from asmnas_tf.space.primitives import EDGES, INTERMEDIATE_NODES, cell_name, edge_name, reduction_indices
+from asmnas_tf.space.primitives import cell_name, edge_name, reduction_indices
+from asmnas_tf.space.search_space import search_space
 from asmnas_tf.supernet.model import COEFFICIENTS, LOGITS, SupernetModel
 from asmnas_tf.errors import UserError
 
@@ -44,24 +45,25 @@ def _stem(inputs, channels):
     return batch_norm("stem_bn")(conv(inputs))
 
 
-def _cell(index, s0, s1, channels, reduction, reduction_prev, hidden_units, mixing, alpha=None, attention_options=None):
-    """One search cell; returns (output, coefficients [B, 14, |O|]).
+def _cell(index, s0, s1, channels, reduction, reduction_prev, hidden_units, mixing, space, alpha=None,
+          attention_options=None):
+    """One search cell; returns (output, coefficients [B, |edges|, |O|]).
 
-    `alpha`: this cell's architecture parameters [14, |O|] when mixing="alpha".
+    `alpha`: this cell's architecture parameters [|edges|, |O|] when mixing="alpha".
     """
     name = cell_name(index)
     pre0, pre1 = cell_preprocessing(channels, False, reduction_prev, name)
     states = [pre0(s0), pre1(s1)]
     coefficients = []
-    for target in INTERMEDIATE_NODES:
+    for target in space.intermediate_nodes:
         incoming = []
-        for edge_index, (source, edge_target) in enumerate(EDGES):
+        for edge_index, (source, edge_target) in enumerate(space.edges):
             if edge_target != target:
                 continue
             stride = 2 if reduction and source < 2 else 1
             edge = MixedEdge(
                 channels, stride, hidden_units, mixing, name=f"{name}_{edge_name(source, target)}",
-                **(attention_options or {}),
+                primitives=space.primitives, **(attention_options or {}),
             )
             if alpha is None:
                 mixed, coeffs = edge(states[source])
@@ -76,7 +78,7 @@ def _cell(index, s0, s1, channels, reduction, reduction_prev, hidden_units, mixi
     return output, ops.stack(coefficients, axis=1)
 
 
-@gin.configurable(denylist=["input_shape", "num_classes"])
+@gin.configurable(denylist=["input_shape", "num_classes", "space"])
 def build_supernet(
     input_shape,
     num_classes,
@@ -92,6 +94,7 @@ def build_supernet(
     attention_lr_multiplier=1.0,
     path_seed=0,
     name="asm_supernet",
+    space=None,
 ):
     """The search network of paper §5.1 (defaults: L = 15, C = 16).
 
@@ -111,7 +114,11 @@ def build_supernet(
     `attention_init` 'torch' or 'zero_output' (T4 at 0: uniform coefficients
     at initialisation); `attention_lr_multiplier` (T1..T4's learning rate
     over the ops'). See `mixed_edge.py`.
+
+    `space`: the SearchSpace (op set, nodes per cell); None: the bound
+    `search_space()`, the DARTS space by default.
     """
+    space = search_space() if space is None else space
     check_attention_options(attention_embedding, attention_init, attention_lr_multiplier,
                             [f"build_supernet.attention_{n}" for n in ("embedding", "init", "lr_multiplier")])
     if num_cells < 1 or channels < 2 or channels % 2:
@@ -124,9 +131,10 @@ def build_supernet(
     s0 = s1 = _stem(inputs, stem_multiplier * channels)
     alphas = None
     if mixing == "alpha":
-        alphas = ArchitectureParameters(num_cells, alpha_sharing, name=ARCHITECTURE)(inputs)
+        alphas = ArchitectureParameters(num_cells, alpha_sharing, space.primitives, space.nodes,
+                                        name=ARCHITECTURE)(inputs)
     elif mixing == "path":
-        alphas = PathSampler(num_cells, path_seed, name=PATH_SAMPLER)(inputs)
+        alphas = PathSampler(num_cells, path_seed, space.primitives, space.nodes, name=PATH_SAMPLER)(inputs)
 
     cell_channels = channels
     reduction_prev = False
@@ -136,7 +144,7 @@ def build_supernet(
         if reduction:
             cell_channels *= 2
         output, coefficients = _cell(
-            index, s0, s1, cell_channels, reduction, reduction_prev, attention_hidden_units, mixing,
+            index, s0, s1, cell_channels, reduction, reduction_prev, attention_hidden_units, mixing, space,
             None if alphas is None else alphas[index],
             None if mixing != "attention" else dict(
                 embedding=attention_embedding, attention_init=attention_init,

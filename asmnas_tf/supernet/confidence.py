@@ -15,7 +15,7 @@ the confidences are None rather than a meaningless 1.0).
 import numpy as np
 
 from asmnas_tf.names import CONFIDENT
-from asmnas_tf.space.primitives import INTERMEDIATE_NODES
+from asmnas_tf.space.search_space import search_space
 from asmnas_tf.supernet import selection
 
 
@@ -74,11 +74,11 @@ def selection_confidence(per_sample, resamples=1000, seed=0, rule="argmax"):
     record["argmax_confidence"] = np.mean(credit / is_max.sum(axis=-1), axis=0)
     if rule == "top2":
         chosen = [_top2_choice(cell) for cell in mean]
-        hits = np.zeros((mean.shape[0], len(INTERMEDIATE_NODES)))
+        hits = np.zeros((mean.shape[0], len(search_space().intermediate_nodes)))
         for b in boot:
             for index, cell in enumerate(b):
                 again = _top2_choice(cell)
-                hits[index] += [again[t] == chosen[index][t] for t in INTERMEDIATE_NODES]
+                hits[index] += [again[t] == chosen[index][t] for t in search_space().intermediate_nodes]
         record["top2_confidence"] = hits / resamples
     return record
 

@@ -14,10 +14,11 @@ Pure numpy, so a run directory can be read again anywhere. The figures:
 
 import numpy as np
 
-from asmnas_tf.space.primitives import PRIMITIVES
+from asmnas_tf.space.op_table import parameter_free
+from asmnas_tf.space.search_space import DARTS_PRIMITIVES, search_space
 
-PARAMETER_FREE = ("zero", "max_pool_3x3", "avg_pool_3x3", "skip_connect")
-_PARAMETER_FREE_INDEX = [PRIMITIVES.index(name) for name in PARAMETER_FREE]
+# The DARTS space's parameter-free ops (the op table's `parameter_free`).
+PARAMETER_FREE = parameter_free(DARTS_PRIMITIVES)
 
 
 def argmax_ops(mean_coeffs):
@@ -48,9 +49,10 @@ def normalized_entropy(mean_coeffs):
     return float(np.mean(terms.sum(axis=-1) / np.log(p.shape[-1])))
 
 
-def parameter_free_share(mean_coeffs):
-    """Share of edges whose argmax op has no parameters (zero, pools, skip)."""
-    return float(np.mean(np.isin(argmax_ops(mean_coeffs), _PARAMETER_FREE_INDEX)))
+def parameter_free_share(mean_coeffs, space=None):
+    """Share of edges whose argmax op has no parameters (zero, pools, skip: the op table's rows)."""
+    space = search_space() if space is None else space
+    return float(np.mean(np.isin(argmax_ops(mean_coeffs), space.parameter_free_indices())))
 
 
 def pairwise_agreement(coefficient_sets):
@@ -60,10 +62,10 @@ def pairwise_agreement(coefficient_sets):
     return float(np.mean(values)) if values else None
 
 
-def epoch_figures(mean_coeffs, previous):
+def epoch_figures(mean_coeffs, previous, space=None):
     """The per-epoch telemetry of one selection (history.csv columns)."""
     return {
         "coefficient_entropy": normalized_entropy(mean_coeffs),
-        "parameter_free_share": parameter_free_share(mean_coeffs),
+        "parameter_free_share": parameter_free_share(mean_coeffs, space),
         "argmax_changes": changed_edges(previous, mean_coeffs) if previous is not None else 0,
     }

@@ -10,7 +10,7 @@ supernet's shared weights on the same images of the selection split
 import numpy as np
 import tensorflow as tf
 
-from asmnas_tf.space.primitives import EDGES, PRIMITIVES
+from asmnas_tf.space.search_space import search_space
 from asmnas_tf.supernet.builder import PATH_SAMPLER
 from asmnas_tf.supernet.model import LOGITS
 from asmnas_tf.supernet.selection import select_genotype
@@ -21,7 +21,8 @@ RSPS_FILE = "rsps.json"
 def sample_candidates(num_cells, seed, count):
     """`count` architectures [L, 14] of op indices, deterministic per seed."""
     rng = np.random.default_rng([int(seed), 2019])
-    return [rng.integers(0, len(PRIMITIVES), (num_cells, len(EDGES))) for _ in range(count)]
+    space = search_space()
+    return [rng.integers(0, len(space.primitives), (num_cells, len(space.edges))) for _ in range(count)]
 
 
 def best_candidate(accuracies):
@@ -31,7 +32,7 @@ def best_candidate(accuracies):
 
 def as_genotype(ops, source):
     """The genotype of an architecture [L, 14]: one-hot 'coefficients' through the argmax rule."""
-    return select_genotype(np.eye(len(PRIMITIVES))[np.asarray(ops)], "argmax", source)
+    return select_genotype(np.eye(len(search_space().primitives))[np.asarray(ops)], "argmax", source)
 
 
 def rank_candidates(model, dataset, candidates):

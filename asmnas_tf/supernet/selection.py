@@ -15,14 +15,13 @@ import json
 import numpy as np
 
 from asmnas_tf.space.genotype import Cell, Edge, Genotype
-from asmnas_tf.space.primitives import EDGES, INTERMEDIATE_NODES, PRIMITIVES, reduction_indices
+from asmnas_tf.space.primitives import reduction_indices
+from asmnas_tf.space.search_space import search_space
 from asmnas_tf.runtime.run_dir import write_text_atomic
 from asmnas_tf.runtime.inference import accuracy, outputs_and_labels
 from asmnas_tf.supernet.model import COEFFICIENTS, LOGITS
 from asmnas_tf.errors import UserError
 from asmnas_tf.names import RULES  # noqa: F401  (importers use it from here too)
-
-_ZERO = PRIMITIVES.index("zero")
 
 
 def coefficient_samples(model, dataset):
@@ -43,50 +42,53 @@ def mean_coefficients(model, dataset):
     return samples.mean(axis=0, dtype=np.float64), samples.shape[0], selection_accuracy
 
 
-def _argmax_edges(cell_coefficients):
+def _argmax_edges(cell_coefficients, space):
     edges = []
-    for (source, target), coeffs in zip(EDGES, cell_coefficients):
+    for (source, target), coeffs in zip(space.edges, cell_coefficients):
         k = int(np.argmax(coeffs))
-        edges.append(Edge(source, target, PRIMITIVES[k], float(coeffs[k])))
+        edges.append(Edge(source, target, space.primitives[k], float(coeffs[k])))
     return edges
 
 
-def _top2_edges(cell_coefficients):
+def _top2_edges(cell_coefficients, space):
     edges = []
-    for target in INTERMEDIATE_NODES:
+    for target in space.intermediate_nodes:
         candidates = []
-        for (source, edge_target), coeffs in zip(EDGES, cell_coefficients):
+        for (source, edge_target), coeffs in zip(space.edges, cell_coefficients):
             if edge_target != target:
                 continue
             non_zero = np.array(coeffs, dtype=np.float64)
-            non_zero[_ZERO] = -np.inf
+            if space.has_zero:
+                non_zero[space.index("zero")] = -np.inf
             k = int(np.argmax(non_zero))
             candidates.append((-float(coeffs[k]), source, k))
         # Largest coefficient first; ties go to the lower source node.
         for neg_weight, source, k in sorted(candidates)[:2]:
-            edges.append(Edge(source, target, PRIMITIVES[k], -neg_weight))
+            edges.append(Edge(source, target, space.primitives[k], -neg_weight))
     return sorted(edges, key=lambda e: (e.target, e.source))
 
 
-def select_genotype(mean_coeffs, rule="argmax", source=None):
-    """The genotype of `mean_coeffs` [L, 14, |O|] under `rule`."""
+def select_genotype(mean_coeffs, rule="argmax", source=None, space=None):
+    """The genotype of `mean_coeffs` [L, |edges|, |O|] under `rule`, in `space` (the bound search_space())."""
     if rule not in RULES:
         raise UserError(f"Expected rule in {RULES}. Received: rule={rule!r}")
+    space = search_space() if space is None else space
     mean_coeffs = np.asarray(mean_coeffs)
-    expected = (len(EDGES), len(PRIMITIVES))
+    expected = (len(space.edges), len(space.primitives))
     if mean_coeffs.ndim != 3 or mean_coeffs.shape[1:] != expected:
         raise UserError(f"Expected coefficients of shape [L, {expected[0]}, {expected[1]}]. "
                          f"Received: {mean_coeffs.shape}")
     reductions = reduction_indices(len(mean_coeffs))
     pick = _argmax_edges if rule == "argmax" else _top2_edges
     cells = tuple(
-        Cell(reduction=index in reductions, edges=tuple(pick(cell)))
+        Cell(reduction=index in reductions, edges=tuple(pick(cell, space)), concat=space.intermediate_nodes)
         for index, cell in enumerate(mean_coeffs)
     )
-    return Genotype(cells=cells, source=dict(source or {}, rule=rule))
+    return Genotype(cells=cells, source=dict(source or {}, rule=rule), primitives=space.primitives,
+                    nodes=space.nodes)
 
 
-def attention_record(mean_coeffs, num_samples, confidence=None):
+def attention_record(mean_coeffs, num_samples, confidence=None, space=None):
     """The content of attention.json: mean coefficients per cell, edge and op.
 
     With `confidence` (`confidence.selection_confidence`'s record) each cell
@@ -106,9 +108,10 @@ def attention_record(mean_coeffs, num_samples, confidence=None):
             if confidence.get("top2_confidence") is not None:
                 entry["top2_confidence"] = np.round(confidence["top2_confidence"][index], 4).tolist()
         cells.append(entry)
+    space = search_space() if space is None else space
     record = {
-        "primitives": list(PRIMITIVES),
-        "edges": [[source, target] for source, target in EDGES],
+        "primitives": list(space.primitives),
+        "edges": [[source, target] for source, target in space.edges],
         "num_samples": int(num_samples),
         "cells": cells,
     }
@@ -117,8 +120,8 @@ def attention_record(mean_coeffs, num_samples, confidence=None):
     return record
 
 
-def write_attention(path, mean_coeffs, num_samples, confidence=None):
-    write_text_atomic(path, json.dumps(attention_record(mean_coeffs, num_samples, confidence), indent=1) + "\n")
+def write_attention(path, mean_coeffs, num_samples, confidence=None, space=None):
+    write_text_atomic(path, json.dumps(attention_record(mean_coeffs, num_samples, confidence, space), indent=1) + "\n")
 
 
 def read_attention(path):

@@ -23,13 +23,12 @@ import tensorflow as tf
 from asmnas_tf.layers.mixed_edge import EMBEDDINGS, MixedEdge
 from asmnas_tf.runtime.run_dir import write_text_atomic
 from asmnas_tf.space.genotype import to_dict
-from asmnas_tf.space.primitives import PRIMITIVES
+from asmnas_tf.space.search_space import search_space
 from asmnas_tf.supernet import diagnostics
 from asmnas_tf.supernet.model import COEFFICIENTS, LOGITS
 from asmnas_tf.supernet.selection import select_genotype
 
 GENOTYPES_FILE = "genotypes.jsonl"
-_ZERO = PRIMITIVES.index("zero")
 
 
 def read_epoch_lines(path):
@@ -49,8 +48,9 @@ class SearchTelemetry(keras.callbacks.Callback):
     write (None: only the logs). Put it before the writers of history.csv.
     """
 
-    def __init__(self, subset, initial, rule, source, path=None, tensorboard_dir=None):
+    def __init__(self, subset, initial, rule, source, path=None, tensorboard_dir=None, space=None):
         super().__init__()
+        self.space = search_space() if space is None else space
         self.subset = subset
         self.initial = initial
         self.rule = rule
@@ -113,15 +113,16 @@ class SearchTelemetry(keras.callbacks.Callback):
         mean, subset_accuracy, embeddings = self.measure()
         # Lines of later epochs are dropped: a run resumed before them redoes them.
         lines = [line for line in read_epoch_lines(self.path) if line["epoch"] <= epoch] if self.path else []
-        figures = diagnostics.epoch_figures(mean, self._previous(epoch, lines))
+        figures = diagnostics.epoch_figures(mean, self._previous(epoch, lines), self.space)
         self._last = (epoch + 1, mean)
         figures["subset_accuracy"] = subset_accuracy
         if embeddings:
             used = embeddings[embeddings["used"]]["std"]
-            figures["embedding_std"] = float(np.median([v for k, v in enumerate(used) if k != _ZERO]))
+            zero = self.space.index("zero") if self.space.has_zero else -1
+            figures["embedding_std"] = float(np.median([v for k, v in enumerate(used) if k != zero]))
         if logs is not None:
             logs.update(figures)
-        genotype = select_genotype(mean, self.rule, self.source)
+        genotype = select_genotype(mean, self.rule, self.source, self.space)
         line = {"epoch": epoch + 1, **figures, "genotype": to_dict(genotype),
                 "coefficients": np.round(mean, 6).tolist(), "embeddings": embeddings,
                 "telemetry_s": round(time.perf_counter() - started, 3)}

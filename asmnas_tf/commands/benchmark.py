@@ -1,0 +1,67 @@
+"""`asmnas-benchmark`: the ground-truth benchmark on Fashion-MNIST (docs/benchmark.md).
+
+  asmnas-benchmark build   --out=asmnas_tf/benchmark/data/fmnist-b243-v1 --shard=0/2 &
+  asmnas-benchmark build   --out=asmnas_tf/benchmark/data/fmnist-b243-v1 --shard=1/2 &
+  asmnas-benchmark summary [--table=DIR]     (spread, seed noise, Kendall tau per budget)
+
+`build` trains the architectures of its shard not yet in its part file
+(part-i-of-n.jsonl in --out), one row a line: stop it at any time and rerun
+the same command, here or on another machine with the part file, to go on.
+"""
+
+from absl import flags
+
+from asmnas_tf.runtime import cli
+
+COMMANDS = ("build", "summary")
+flags.DEFINE_string("out", None, "build: the table's folder (part files are written there)")
+flags.DEFINE_string("shard", "0/1", "build: this process's share of the jobs, i/n")
+flags.DEFINE_integer("threads", 1, "build: TensorFlow threads of this process (one per shard and core)")
+flags.DEFINE_integer("limit", None, "build: train at most this many rows, then stop")
+flags.DEFINE_string("table", None, "summary: the table's folder (default: the one shipped with the package)")
+flags.DEFINE_string("idx_dir", "/usr/share/datasets/fashion-mnist", "Fashion-MNIST's IDX files")
+
+
+def _build():
+    from asmnas_tf.benchmark.build import build, parse_shard
+
+    if not cli.FLAGS.out:
+        raise cli.ConfigError("--out is required: the folder of the table's part files")
+    shard = parse_shard(cli.FLAGS.shard)
+    if cli.FLAGS.threads < 1:
+        raise cli.ConfigError(f"--threads={cli.FLAGS.threads} is not an int >= 1")
+    if cli.FLAGS.limit is not None and cli.FLAGS.limit < 1:
+        raise cli.ConfigError(f"--limit={cli.FLAGS.limit} is not an int >= 1")
+    from asmnas_tf.data.sources import load_fashion_mnist_idx
+
+    arrays = load_fashion_mnist_idx(cli.FLAGS.idx_dir)  # before TensorFlow starts: a missing folder is one line
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(cli.FLAGS.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(cli.FLAGS.threads)
+    from asmnas_tf.benchmark.recipe import RECIPE
+    from asmnas_tf.benchmark.train_one import prepared_arrays, train_architecture
+
+    data = prepared_arrays(arrays, RECIPE)
+    build(cli.FLAGS.out, shard, lambda code, seed: train_architecture(code, seed, RECIPE, data),
+          log=lambda line: print(line, flush=True), limit=cli.FLAGS.limit)
+
+
+def _summary():
+    from asmnas_tf.benchmark import fidelity
+    from asmnas_tf.benchmark.table import DEFAULT_TABLE, load_table
+
+    table = load_table(cli.FLAGS.table or DEFAULT_TABLE)
+    print(fidelity.summary_text(fidelity.summary(table)))
+
+
+def _benchmark(name):
+    {"build": _build, "summary": _summary}[name]()
+
+
+def main():
+    cli.start(_benchmark, __doc__, command_choices=COMMANDS)
+
+
+if __name__ == "__main__":
+    main()
