@@ -457,9 +457,13 @@ def _edge_forward(spec, x, kernel, moving_mean, moving_variance, alpha, replacem
     else:
         coeffs = ops.full((tf.shape(x)[0], num_ops), 1.0 / num_ops, dtype="float32")
     if replacement is not None:
-        # One-hot coefficients of op `replacement` where it is >= 0 (MixedEdge.replacement).
+        # One-hot coefficients of op `replacement` where it is >= 0; op
+        # -replacement - 2 removed (its coefficient 0) where it is <= -2
+        # (MixedEdge.replacement).
         one_hot = ops.one_hot(ops.maximum(replacement, 0), num_ops, dtype=coeffs.dtype)
         coeffs = ops.where(replacement >= 0, ops.broadcast_to(one_hot[None, :], ops.shape(coeffs)), coeffs)
+        removed = ops.one_hot(ops.maximum(-replacement - 2, 0), num_ops, dtype=coeffs.dtype)
+        coeffs = ops.where(replacement <= -2, coeffs * (1.0 - removed[None, :]), coeffs)
     # eq. 4.2, per block: sum_k a_k y_k.
     a = _block_coefficients(coeffs, order, spec.primitives, groups, c)
     # The attention's coefficients take their gradient from the BN inputs
@@ -595,7 +599,8 @@ class MixedEdge(keras.layers.Layer):
         # The stability experiment (paper §5.3.1, Fig. 3) replaces one mixed
         # edge at a time by its selected op. It sets this to an int32
         # tf.Variable before the model is traced: k >= 0 makes the edge output
-        # o_k(x) alone (coefficient 1), -1 leaves it mixed. One trace serves
+        # o_k(x) alone (coefficient 1), -1 leaves it mixed, -k - 2 removes op
+        # k (its coefficient 0: perturbation selection). One trace serves
         # every edge of the sweep. Not a weight, not saved.
         self.replacement = None
 
@@ -636,8 +641,11 @@ class MixedEdge(keras.layers.Layer):
         return sum(math.prod(shape) for _, shape, _ in
                    _conv_piece_shapes(self.channels, self.stride, self.primitives))
 
-    def scale_gradient(self, gradient):
+    def scale_gradient(self, gradient, frozen=None, frozen_gradient=None):
         """This edge's kernel gradient with T1..T4's part times `attention_lr_multiplier`.
+
+        `frozen` (a bool tensor, the warm-up): where true, T1..T4's part is
+        `frozen_gradient()` instead, the gradient that leaves them unchanged.
 
         The multiplier m gives T1..T4 m times the learning rate of the ops;
         the train step applies it after the global-norm clip, so the clip
@@ -645,10 +653,16 @@ class MixedEdge(keras.layers.Layer):
         the optimizer afterwards, unscaled).
         """
         start = self.attention_start()
-        if start is None or self.attention_lr_multiplier == 1.0:
+        if start is None or (self.attention_lr_multiplier == 1.0 and frozen is None):
             return gradient
         ops_part, attention_part = tf.split(gradient, [start, gradient.shape[0] - start])
-        return tf.concat([ops_part, attention_part * self.attention_lr_multiplier], axis=0)
+        if self.attention_lr_multiplier != 1.0:
+            attention_part = attention_part * self.attention_lr_multiplier
+        if frozen is not None:
+            # The warm-up: T1..T4's part replaced by `frozen_gradient()`, which
+            # cancels the optimizer's weight decay (`model._frozen_gradient`).
+            attention_part = tf.where(frozen, frozen_gradient(), attention_part)
+        return tf.concat([ops_part, attention_part], axis=0)
 
     def unpack(self, flat):
         """The flat weight vector split into its pieces, by name, in their shapes."""

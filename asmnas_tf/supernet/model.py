@@ -26,9 +26,13 @@ class SupernetModel(keras.Model):
     which only the logits have a target), so `compile` takes the optimizer.
     """
 
-    def __init__(self, *args, clipnorm=5.0, **kwargs):
+    def __init__(self, *args, clipnorm=5.0, attention_warmup_steps=0, **kwargs):
         super().__init__(*args, **kwargs)
         self.clipnorm = clipnorm
+        # The warm-up (PC-DARTS: weights only for the first 15 of 50 epochs,
+        # because parameter-free ops win the early race): for the first
+        # `attention_warmup_steps` optimizer steps T1..T4 do not move.
+        self.attention_warmup_steps = int(attention_warmup_steps)
         self.cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
@@ -84,9 +88,15 @@ class SupernetModel(keras.Model):
 
     @tf.autograph.experimental.do_not_convert  # plain Python over the layers
     def _scale_gradients(self, gradients, variables):
-        """Clipped gradients with T1..T4's times their edge's `attention_lr_multiplier`."""
+        """Clipped gradients with T1..T4's times their edge's `attention_lr_multiplier`, frozen in the warm-up."""
         edges = self._attention_edges()
-        return [edges[v.path].scale_gradient(g) if v.path in edges else g for g, v in zip(gradients, variables)]
+        frozen = None
+        if self.attention_warmup_steps > 0 and edges:
+            frozen = self.optimizer.iterations < self.attention_warmup_steps
+        l2 = getattr(self.optimizer, "l2", 0.0)
+        scale = loss_scale(self.optimizer)
+        return [edges[v.path].scale_gradient(g, frozen, _frozen_gradient(v, edges[v.path], l2, scale))
+                if v.path in edges else g for g, v in zip(gradients, variables)]
 
     @tf.autograph.experimental.do_not_convert  # plain Python over the layers
     def _track_attention_gradients(self, gradients, variables, scale=None):
@@ -116,7 +126,25 @@ class SupernetModel(keras.Model):
         return self._update_metrics(y, logits, unscale_loss(self.cross_entropy(y, logits)))
 
     def get_config(self):
-        return {**super().get_config(), "clipnorm": self.clipnorm}
+        return {**super().get_config(), "clipnorm": self.clipnorm,
+                "attention_warmup_steps": self.attention_warmup_steps}
+
+
+def _frozen_gradient(variable, edge, l2, scale):
+    """The gradient that leaves T1..T4 of `edge` exactly as they are under coupled L2.
+
+    `CoupledSGD` adds l2 w to the gradient, then buf = m buf + g, w -= lr
+    buf: a gradient of exactly -l2 w makes the sum +0, so the momentum
+    buffer (0 before the warm-up ends) and the weights stay bit-identical.
+    Under loss scaling the wrapper divides by the scale first: there the
+    cancellation is to rounding, not exact.
+    """
+    def make():
+        part = variable.value[edge.attention_start():]
+        gradient = -(ops.cast(l2, part.dtype) * part)
+        return gradient if scale is None else gradient * ops.cast(scale, part.dtype)
+
+    return make
 
 
 def _track(tracker, value, scaled):

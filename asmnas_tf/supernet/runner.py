@@ -48,6 +48,9 @@ from asmnas_tf.supernet.selection import (RULES, coefficient_samples, mean_coeff
 from asmnas_tf.supernet.telemetry import GENOTYPES_FILE, SearchTelemetry
 from asmnas_tf.supernet.builder import PATH_SAMPLER, build_supernet
 from asmnas_tf.supernet.rsps import RSPS_FILE, rsps_select
+from asmnas_tf.supernet.perturbation import perturbation_scores
+from asmnas_tf.supernet.remedies import SearchRemedies, search_remedies
+from asmnas_tf.space.search_space import search_space
 from asmnas_tf.errors import UserError
 
 METHODS = ("asm", "darts1", "darts2", "rsps")
@@ -154,6 +157,7 @@ def search(
     verbose="auto",
     callbacks=(),
     model_dir=None,
+    remedies=None,
 ):
     """Search cells on the images `x` with labels `y`; returns a `SearchResult`.
 
@@ -173,9 +177,13 @@ def search(
     attention.json, genotype.json, plots), resumed if it holds an
     interrupted run of this search; None writes nothing that outlives the
     call (the checkpoints go to a temporary folder, removed at the end).
+    `remedies`: a `SearchRemedies` (warm-up, selection by perturbation, no
+    zero, a cap on parameter-free ops); None: the bound `search_remedies()`.
+    The search space is the bound `search_space()`.
     """
     _check_search_arguments(method, rule, epochs, batch_size, selection_batch_size, save_every_steps,
                             telemetry_samples, rsps_candidates, rsps_images, seed, verbose)
+    remedies = (search_remedies() if remedies is None else remedies).check(search_space(), method)
     completed = _completed(model_dir) if model_dir is not None else None
     if completed:
         return completed
@@ -187,7 +195,7 @@ def search(
     with working_dir(model_dir, "asmnas-search-") as (directory, keep_files):
         result = _search(arrays, directory, method, epochs, batch_size, selection_batch_size, rule, supernet_kwargs,
                          seed, deterministic, save_every_steps, telemetry_samples, rsps_candidates, rsps_images,
-                         verbose, callbacks, keep_files)
+                         verbose, callbacks, keep_files, remedies)
     return result if keep_files else dataclasses.replace(result, model_dir=None)
 
 
@@ -197,7 +205,7 @@ def _given(**values):
 
 def _search(arrays, model_dir, method, epochs, batch_size, selection_batch_size, rule, supernet_kwargs,
             seed, deterministic, save_every_steps, telemetry_samples, rsps_candidates, rsps_images, verbose,
-            extra_callbacks, keep_files):
+            extra_callbacks, keep_files, remedies):
     """The search itself, in `model_dir` (a temporary one when not `keep_files`)."""
     strategy, chief = start_run(seed, deterministic)
     rsps = method == "rsps"
@@ -216,6 +224,7 @@ def _search(arrays, model_dir, method, epochs, batch_size, selection_batch_size,
             model = build_supernet(arrays.image_shape, arrays.num_classes, **supernet_kwargs)
             if isinstance(model, DartsModel):
                 raise UserError("build_supernet.mixing='alpha' is DARTS: set run_search.method to darts1 or darts2")
+            model.attention_warmup_steps = remedies.warmup_steps(epochs * steps_per_epoch)  # before the trace
             compile_supernet(model, weight_optimizer)
         elif rsps:
             model = build_supernet(arrays.image_shape, arrays.num_classes,
@@ -234,6 +243,8 @@ def _search(arrays, model_dir, method, epochs, batch_size, selection_batch_size,
         write_operative_config(model_dir)
 
     source = {"method": method, "dataset": arrays.name, "seed": seed}
+    if remedies != SearchRemedies():
+        source["remedies"] = dataclasses.asdict(remedies)
     # RSPS has no coefficients to watch: its selection ranks sampled paths.
     initial_coeffs = None if rsps else _initial_coefficients(model, select, model_dir, chief and keep_files)
     telemetry = [] if subset is None or rsps else [SearchTelemetry(
@@ -254,7 +265,7 @@ def _search(arrays, model_dir, method, epochs, batch_size, selection_batch_size,
     # Selection (Algorithm 1, steps 6-13): frozen weights, inference mode.
     samples, selection_accuracy = coefficient_samples(model, select)
     mean_coeffs, num_samples = samples.mean(axis=0, dtype=np.float64), samples.shape[0]
-    genotype = select_genotype(mean_coeffs, rule, source)
+    genotype = _select(model, select, mean_coeffs, rule, source, remedies)
     confidence = selection_confidence(samples, seed=seed, rule=rule)
     report = search_report(initial_coeffs, mean_coeffs, confidence, rule)
     for line in report["lines"]:
@@ -337,6 +348,7 @@ def run_search(
     """
     _check_search_arguments(method, rule, epochs, batch_size, selection_batch_size, save_every_steps,
                             telemetry_samples, rsps_candidates, rsps_images, seed, verbose)
+    search_remedies().check(search_space(), method)  # the space's and the remedies' bindings, before the data
     completed = _completed(model_dir)
     if completed:
         return completed
@@ -347,6 +359,21 @@ def run_search(
                   save_every_steps=save_every_steps, telemetry_samples=telemetry_samples,
                   rsps_candidates=rsps_candidates, rsps_images=rsps_images, verbose=verbose,
                   callbacks=extra_callbacks, model_dir=model_dir)
+
+
+def _select(model, select, mean_coeffs, rule, source, remedies):
+    """The genotype: from the mean coefficients, or from perturbation scores (`search_remedies`)."""
+    space = search_space()
+    values = mean_coeffs
+    if remedies.selection == "perturbation":
+        images, labels = zip(*[(x.numpy(), y.numpy()) for x, y in select])
+        excluded = [space.index("zero")] if remedies.exclude_zero else []
+        values, baseline = perturbation_scores(model, np.concatenate(images), np.concatenate(labels), mean_coeffs,
+                                               space, remedies.perturbation_top_k, excluded)
+        print(f"Perturbation selection: supernet accuracy {baseline:.4f} on {sum(len(y) for y in labels)} "
+              f"selection images; each edge's top {remedies.perturbation_top_k} ops removed in turn")
+    return select_genotype(values, rule, source, space, exclude_zero=remedies.exclude_zero,
+                           max_parameter_free=remedies.max_parameter_free)
 
 
 def describe(genotype):

@@ -42,22 +42,22 @@ def mean_coefficients(model, dataset):
     return samples.mean(axis=0, dtype=np.float64), samples.shape[0], selection_accuracy
 
 
-def _argmax_edges(cell_coefficients, space):
+def _argmax_edges(cell_coefficients, space, allowed):
     edges = []
     for (source, target), coeffs in zip(space.edges, cell_coefficients):
-        k = int(np.argmax(coeffs))
+        k = int(np.argmax(np.where(allowed, coeffs, -np.inf)))
         edges.append(Edge(source, target, space.primitives[k], float(coeffs[k])))
     return edges
 
 
-def _top2_edges(cell_coefficients, space):
+def _top2_edges(cell_coefficients, space, allowed):
     edges = []
     for target in space.intermediate_nodes:
         candidates = []
         for (source, edge_target), coeffs in zip(space.edges, cell_coefficients):
             if edge_target != target:
                 continue
-            non_zero = np.array(coeffs, dtype=np.float64)
+            non_zero = np.where(allowed, np.asarray(coeffs, dtype=np.float64), -np.inf)
             if space.has_zero:
                 non_zero[space.index("zero")] = -np.inf
             k = int(np.argmax(non_zero))
@@ -68,8 +68,38 @@ def _top2_edges(cell_coefficients, space):
     return sorted(edges, key=lambda e: (e.target, e.source))
 
 
-def select_genotype(mean_coeffs, rule="argmax", source=None, space=None):
-    """The genotype of `mean_coeffs` [L, |edges|, |O|] under `rule`, in `space` (the bound search_space())."""
+def _cap_parameter_free(edges, cell_coefficients, space, allowed, cap):
+    """At most `cap` kept edges with a parameter-free op: the others take their best op with parameters.
+
+    The edges given up first are those where the switch costs the least
+    coefficient (the parameter-free pick's value minus the best other's).
+    """
+    free = set(space.parameter_free_indices())
+    parametric = np.array([k not in free for k in range(len(space.primitives))]) & allowed
+    index = {pair: i for i, pair in enumerate(space.edges)}
+    chosen = [(i, edge) for i, edge in enumerate(edges) if space.index(edge.op) in free and edge.op != "zero"]
+    if cap >= len(chosen):
+        return edges
+    costs = []
+    for i, edge in chosen:
+        coeffs = np.asarray(cell_coefficients[index[(edge.source, edge.target)]], np.float64)
+        best = int(np.argmax(np.where(parametric, coeffs, -np.inf)))
+        costs.append((coeffs[space.index(edge.op)] - coeffs[best], i, best, coeffs[best]))
+    edges = list(edges)
+    for _, i, best, value in sorted(costs)[:len(chosen) - cap]:
+        edges[i] = Edge(edges[i].source, edges[i].target, space.primitives[best], float(value))
+    return edges
+
+
+def select_genotype(mean_coeffs, rule="argmax", source=None, space=None, exclude_zero=False,
+                    max_parameter_free=None):
+    """The genotype of `mean_coeffs` [L, |edges|, |O|] under `rule`, in `space` (the bound search_space()).
+
+    `exclude_zero`: `zero` is never picked. `max_parameter_free`: at most
+    that many kept edges per cell carry a parameter-free op other than zero
+    (a dropped edge is not an op); the rest switch to their best op with
+    parameters (`search_remedies`).
+    """
     if rule not in RULES:
         raise UserError(f"Expected rule in {RULES}. Received: rule={rule!r}")
     space = search_space() if space is None else space
@@ -80,10 +110,14 @@ def select_genotype(mean_coeffs, rule="argmax", source=None, space=None):
                          f"Received: {mean_coeffs.shape}")
     reductions = reduction_indices(len(mean_coeffs))
     pick = _argmax_edges if rule == "argmax" else _top2_edges
-    cells = tuple(
-        Cell(reduction=index in reductions, edges=tuple(pick(cell, space)), concat=space.intermediate_nodes)
-        for index, cell in enumerate(mean_coeffs)
-    )
+    allowed = np.array([not (exclude_zero and name == "zero") for name in space.primitives])
+    cells = []
+    for index, cell in enumerate(mean_coeffs):
+        edges = pick(cell, space, allowed)
+        if max_parameter_free is not None:
+            edges = _cap_parameter_free(edges, cell, space, allowed, max_parameter_free)
+        cells.append(Cell(reduction=index in reductions, edges=tuple(edges), concat=space.intermediate_nodes))
+    cells = tuple(cells)
     return Genotype(cells=cells, source=dict(source or {}, rule=rule), primitives=space.primitives,
                     nodes=space.nodes)
 

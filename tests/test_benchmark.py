@@ -1,0 +1,164 @@
+"""The ground-truth benchmark: its space, its table file and reader, its builder, its statistics."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from asmnas_tf.benchmark import build as bench_build
+from asmnas_tf.benchmark import fidelity
+from asmnas_tf.benchmark.recipe import RECIPE
+from asmnas_tf.benchmark.space import (BENCH_SPACE, all_architectures, architecture_of, check_code,
+                                       genotype_of)
+from asmnas_tf.benchmark.table import BenchmarkError, header, load_table
+from asmnas_tf.errors import UserError
+from asmnas_tf.space.genotype import from_dict, to_dict
+from asmnas_tf.space.search_space import make_space
+from asmnas_tf.supernet.selection import select_genotype
+
+
+def test_space_has_243_architectures_that_round_trip():
+    codes = all_architectures()
+    assert len(codes) == 243 == len(set(codes))
+    for code in codes:
+        genotype = genotype_of(code, 3)
+        assert [cell.reduction for cell in genotype.cells] == [True, True, False]
+        assert architecture_of(from_dict(to_dict(genotype))) == code
+
+
+def test_a_top2_pick_is_the_row_with_zero_on_its_dropped_edge():
+    mean = np.zeros((3, 5, 3))
+    mean[:, :, 2] = [0.5, 0.4, 0.3, 0.9, 0.8]  # sep everywhere; node 3 keeps 1->3 and 2->3
+    mean[:, 2, 1] = 0.6  # 0->3: skip's 0.6 is its best non-zero op, third into node 3
+    assert architecture_of(select_genotype(mean, "argmax", space=BENCH_SPACE)) == "22122"
+    assert architecture_of(select_genotype(mean, "top2", space=BENCH_SPACE)) == "22022"
+
+
+def test_codes_and_genotypes_of_another_space_are_refused():
+    with pytest.raises(UserError, match=r"architecture='2212' is not a code of the benchmark's space \(expected 5"):
+        check_code("2212")
+    with pytest.raises(UserError, match="architecture='22123'"):
+        check_code("22123")
+    other = genotype_of("00000", 3, make_space(("zero", "skip_connect", "max_pool_3x3"), 2))
+    with pytest.raises(UserError, match="cannot be scored on the benchmark"):
+        architecture_of(other)
+
+
+def _write_part(path, rows, head=None):
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(json.dumps(head or header()) + "\n")
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+
+
+def _row(code, seed, final, curve=None):
+    curve = curve or [final - 0.04, final - 0.03, final - 0.02, final - 0.01, final]
+    return {"architecture": code, "seed": seed, "accuracy": curve, "train_loss": [1.0] * 5, "seconds": 1.0}
+
+
+def test_table_reads_parts_and_scores_by_hand(tmp_path):
+    _write_part(tmp_path / "part-0-of-2.jsonl", [_row("22222", 0, 0.90), _row("00000", 0, 0.10)])
+    _write_part(tmp_path / "part-1-of-2.jsonl", [_row("11111", 0, 0.80), _row("12121", 0, 0.80),
+                                                  _row("22222", 1, 0.88)])
+    with open(tmp_path / "part-1-of-2.jsonl", "a") as f:
+        f.write('{"architecture": "21212", "seed": 0, "accur')  # a row cut short by a stop
+    table = load_table(str(tmp_path))
+    assert table.architectures() == ["00000", "11111", "12121", "22222"]
+    assert table.accuracy("22222") == 0.90 and table.accuracy("22222", seed=1) == 0.88
+    assert table.accuracy("22222", budget=7680) == pytest.approx(0.87)
+    # Percentile among the 4, ties half: 11111 beats 00000 and ties 12121: (1 + 0.5) / 3.
+    assert table.percentile("11111") == pytest.approx(100 * 1.5 / 3)
+    assert table.percentile("22222") == pytest.approx(100.0)
+    assert table.percentile("00000") == pytest.approx(0.0)
+    assert table.regret("11111") == pytest.approx(0.10)
+    with pytest.raises(BenchmarkError, match="architecture 21212 \\(seed 0\\) is not in the table yet \\(4 of 243"):
+        table.accuracy("21212")
+
+
+def test_table_of_another_space_or_recipe_is_refused(tmp_path):
+    other_space = make_space(("zero", "skip_connect", "max_pool_3x3"), 2)
+    _write_part(tmp_path / "a.jsonl", [], header(other_space))
+    with pytest.raises(BenchmarkError) as info:
+        load_table(str(tmp_path / "a.jsonl"))
+    assert "a.jsonl: a table of the space {'primitives': ['zero', 'skip_connect', 'max_pool_3x3']" in str(info.value)
+    _write_part(tmp_path / "b.jsonl", [], header(recipe=dict(RECIPE, channels=16)))
+    with pytest.raises(BenchmarkError, match=r"b.jsonl: a table of another recipe \(channels differ"):
+        load_table(str(tmp_path / "b.jsonl"))
+    (tmp_path / "c.jsonl").write_text('{"format": "x"}\n')
+    with pytest.raises(BenchmarkError, match="c.jsonl: line 1: not a benchmark header"):
+        load_table(str(tmp_path / "c.jsonl"))
+
+
+def test_jobs_cover_the_space_with_a_quarter_twice():
+    jobs = bench_build.jobs()
+    assert sorted(code for code, seed in jobs if seed == 0) == sorted(all_architectures())
+    assert sum(1 for _, seed in jobs if seed == 1) == 61  # ceil(243 / 4)
+    assert bench_build.parse_shard("1/2") == (1, 2)
+    for bad in ("2/2", "x", "1/0"):
+        with pytest.raises(UserError, match="--shard="):
+            bench_build.parse_shard(bad)
+
+
+def test_build_resumes_where_it_stopped(tmp_path):
+    """Shard 1/40's rows: a first run of 2, then the rest; a cut last line is removed, nothing trained twice."""
+    trained = []
+
+    def train(code, seed):
+        trained.append((code, seed))
+        value = int(code, 3) / 243
+        return {"accuracy": [value] * 5, "train_loss": [0.0] * 5, "seconds": 0.0}
+
+    path = bench_build.build(str(tmp_path), (1, 40), train, log=lambda line: None, limit=2)
+    with open(path, "a") as f:
+        f.write('{"architecture": "0')
+    bench_build.build(str(tmp_path), (1, 40), train, log=lambda line: None)
+    mine = [job for k, job in enumerate(bench_build.jobs()) if k % 40 == 1]
+    assert trained == mine
+    table = load_table(str(tmp_path))
+    assert sorted(table.rows) == sorted(mine)
+    assert open(path).read().endswith("}\n")
+
+
+def test_fidelity_equals_scipy_and_numpy(tmp_path):
+    rng = np.random.default_rng(0)
+    codes = list(all_architectures())[:40]
+    finals = rng.uniform(0.5, 0.9, len(codes))
+    early = finals + rng.normal(0, 0.05, len(codes))
+    rows = [_row(c, 0, f, [e, e, e, e, f]) for c, f, e in zip(codes, finals, early)]
+    second = finals[:10] + rng.normal(0, 0.01, 10)
+    rows += [_row(c, 1, s) for c, s in zip(codes[:10], second)]
+    _write_part(tmp_path / "p.jsonl", rows)
+    record = fidelity.summary(load_table(str(tmp_path)))
+    order = np.argsort(codes)
+    f_sorted, e_sorted = finals[order], early[order]
+    assert record["tau_to_final"][0]["all"] == pytest.approx(stats.kendalltau(e_sorted, f_sorted).statistic)
+    assert record["tau_to_final"][-1]["all"] == pytest.approx(1.0)
+    top = f_sorted >= np.percentile(f_sorted, 80)
+    assert record["tau_to_final"][0]["top20"] == pytest.approx(
+        stats.kendalltau(e_sorted[top], f_sorted[top]).statistic)
+    assert record["seed_noise_std"] == pytest.approx(np.std(finals[:10] - second, ddof=1) / np.sqrt(2))
+    p10, p90 = np.percentile(finals, [10, 90])
+    assert record["spread_p10_p90"] == pytest.approx(p90 - p10)
+    assert record["spread_over_noise"] == pytest.approx((p90 - p10) / record["seed_noise_std"])
+    assert "tau to final" in fidelity.summary_text(record)
+
+
+@pytest.mark.slow
+def test_one_architecture_trains_with_the_recipe_on_real_data():
+    """Tiny budgets of the real recipe on Fashion-MNIST: a curve per budget, the parameter count of its network."""
+    from asmnas_tf.benchmark.train_one import prepared_arrays, train_architecture
+    from asmnas_tf.data.sources import load_fashion_mnist_idx
+
+    recipe = dict(RECIPE, train_images=4096, test_images=500, budgets=[1024, 4096])
+    data = prepared_arrays(load_fashion_mnist_idx("/usr/share/datasets/fashion-mnist"), recipe)
+    assert data[0].shape == (4096, 28, 28, 1)
+    assert abs(float(data[0].mean())) < 1e-4 and float(data[0].std()) == pytest.approx(1.0, abs=1e-4)
+    figures = train_architecture("21012", 0, recipe, data)
+    assert len(figures["accuracy"]) == 2 and all(0.0 <= a <= 1.0 for a in figures["accuracy"])
+    assert figures["accuracy"][-1] > 0.4  # 32 steps learn something of 10 classes (chance: 0.1)
+    again = train_architecture("21012", 0, recipe, data)
+    assert again["parameters"] == figures["parameters"]
+    assert again["accuracy"] == figures["accuracy"]  # one seed, one result
+    assert os.path.exists("/usr/share/datasets/fashion-mnist")
