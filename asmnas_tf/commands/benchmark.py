@@ -3,17 +3,22 @@
   asmnas-benchmark build   --out=asmnas_tf/benchmark/data/fmnist-b243-v1 --shard=0/2 &
   asmnas-benchmark build   --out=asmnas_tf/benchmark/data/fmnist-b243-v1 --shard=1/2 &
   asmnas-benchmark summary [--table=DIR]     (spread, seed noise, Kendall tau per budget)
+  asmnas-benchmark score   --model_dir=runs/bscore [--gin_param='run_score.seeds = 8']
 
 `build` trains the architectures of its shard not yet in its part file
 (part-i-of-n.jsonl in --out), one row a line: stop it at any time and rerun
 the same command, here or on another machine with the part file, to go on.
+`score` runs each variant of `run_score.variants` (benchmark/scoring.py) for
+`run_score.seeds` seeds in the benchmark's space and scores each pick by its
+ground-truth accuracy, percentile and regret (scores.jsonl, scores.md,
+scores.png in --model_dir; rerun to resume).
 """
 
 from absl import flags
 
 from asmnas_tf.runtime import cli
 
-COMMANDS = ("build", "summary")
+COMMANDS = ("build", "summary", "score")
 flags.DEFINE_string("out", None, "build: the table's folder (part files are written there)")
 flags.DEFINE_string("shard", "0/1", "build: this process's share of the jobs, i/n")
 flags.DEFINE_integer("threads", 1, "build: TensorFlow threads of this process (one per shard and core)")
@@ -55,8 +60,16 @@ def _summary():
     print(fidelity.summary_text(fidelity.summary(table)))
 
 
+def _score():
+    from asmnas_tf.benchmark import scoring
+
+    model_dir = cli.require_model_dir()
+    config = cli.parse_gin(cli.FLAGS.gin_file, cli.FLAGS.gin_param)
+    scoring.run_score(model_dir, config=config)
+
+
 def _benchmark(name):
-    {"build": _build, "summary": _summary}[name]()
+    {"build": _build, "summary": _summary, "score": _score}[name]()
 
 
 def main():

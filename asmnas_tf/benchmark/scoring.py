@@ -1,0 +1,209 @@
+"""Searches scored against the benchmark: each variant of a method, N seeds, ground-truth accuracy.
+
+A variant is a method of `run_search` with bindings (`VARIANTS`); `random`
+draws a uniform architecture of the space from its seed, no search. Each
+search runs as `asmnas-search` in its own run directory (resumable) with
+`search/benchmark.gin`; its pick (the normal cell) is looked up in the
+table. Results go one line per (variant, seed) to scores.jsonl, kept when
+the comparison is rerun; the summary (scores.md) and the plot (scores.png)
+are made from all lines (statistics: docs/benchmark.md).
+"""
+
+import json
+import os
+
+import gin
+import numpy as np
+from scipy import stats
+
+from asmnas_tf.benchmark.space import BENCH_SPACE, all_architectures, architecture_of
+from asmnas_tf.benchmark.table import DEFAULT_TABLE, load_table
+from asmnas_tf.errors import UserError
+from asmnas_tf.experiments import pipeline
+from asmnas_tf.runtime import run_dir as rd
+from asmnas_tf.runtime.run_dir import write_text_atomic
+from asmnas_tf.space.genotype import read_genotype
+
+SCORES_FILE = "scores.jsonl"
+SEARCH_GIN = ("search/benchmark.gin",)
+DARTS_GIN = ("search/darts.gin",)
+_LEARNING = ["build_supernet.attention_init = 'zero_output'", "build_supernet.attention_lr_multiplier = 300.0"]
+# name -> (method, bindings). The paper's form first; each remedy alone on top
+# of the learning switches, then the controls.
+VARIANTS = {
+    "asm": ("asm", []),
+    "asm_learning": ("asm", _LEARNING),
+    "asm_warmup": ("asm", _LEARNING + ["search_remedies.attention_warmup = 0.5"]),
+    "asm_no_zero": ("asm", _LEARNING + ["search_remedies.exclude_zero = True"]),
+    "asm_perturbation": ("asm", _LEARNING + ["search_remedies.selection = 'perturbation'"]),
+    "asm_cap": ("asm", _LEARNING + ["search_remedies.max_parameter_free = 2"]),
+    "darts1": ("darts1", []),
+    "rsps": ("rsps", []),
+    "uniform_perturbation": ("asm", ["build_supernet.mixing = 'uniform'", "search_remedies.selection = 'perturbation'"]),
+    "random": ("random", []),
+}
+
+
+def random_pick(seed, space=BENCH_SPACE):
+    codes = all_architectures(space)
+    return codes[int(np.random.default_rng([int(seed), 7]).integers(len(codes)))]
+
+
+def _search(variant, seed, directory, extra_params):
+    method, params = VARIANTS[variant]
+    search_dir = os.path.join(directory, f"{variant}-{seed}", "search")
+    gin_files = list(SEARCH_GIN) + (list(DARTS_GIN) if method in ("darts1", "darts2") else [])
+    params = [*params, *extra_params, f"run_search.seed = {seed}", f"run_search.method = '{method}'"]
+    pipeline.run_step(f"search: {variant}, seed {seed}", pipeline.command("search", gin_files, params, search_dir),
+                      who="benchmark score")
+    timing_path = os.path.join(search_dir, rd.TIMING_FILE)
+    wall = None
+    if os.path.exists(timing_path):
+        with open(timing_path, encoding="utf-8") as f:
+            wall = json.load(f).get("wall_s")
+    genotype = read_genotype(os.path.join(search_dir, rd.GENOTYPE_FILE))
+    return architecture_of(genotype), wall
+
+
+def score_row(table, variant, seed, code, wall_s):
+    return {"variant": variant, "seed": int(seed), "architecture": code, "accuracy": table.accuracy(code),
+            "percentile": round(table.percentile(code), 4), "regret": round(table.regret(code), 6),
+            "search_wall_s": wall_s}
+
+
+def read_scores(path):
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.endswith("\n") and line.strip()]
+
+
+def check_arguments(variants, seeds):
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        raise UserError(f"run_score.variants={list(variants)!r}: expected names among {', '.join(VARIANTS)}")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 2:
+        raise UserError(f"run_score.seeds={seeds!r} is not an int >= 2 (one seed has no interval)")
+
+
+@gin.configurable(denylist=["directory", "config"])
+def run_score(directory, variants=tuple(VARIANTS), seeds=8, table=None, search_params=(), config=None):
+    """Scores `variants` x seeds 0..seeds-1 in `directory`; returns the summary record.
+
+    `config`: the command's operative gin text; the run directory is made
+    (or resumed) with it once the arguments and the table have been checked.
+    """
+    check_arguments(variants, seeds)
+    table = load_table(table or DEFAULT_TABLE)  # a table of another space or recipe: refused before any search
+    if config is not None:
+        rd.prepare(directory, config)
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, SCORES_FILE)
+    rows = read_scores(path)
+    done = {(row["variant"], row["seed"]) for row in rows}
+    for seed in range(seeds):
+        for variant in variants:
+            if (variant, seed) in done:
+                continue
+            if variant == "random":
+                code, wall = random_pick(seed), 0.0
+            else:
+                code, wall = _search(variant, seed, directory, list(search_params))
+            row = score_row(table, variant, seed, code, wall)
+            rows.append(row)
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+    record = summarize(rows, variants)
+    write_text_atomic(os.path.join(directory, "scores.md"), summary_markdown(record))
+    plot_percentiles(rows, variants, os.path.join(directory, "scores.png"))
+    print(summary_markdown(record))
+    return record
+
+
+def _interval(values):
+    values = np.asarray(values, np.float64)
+    if len(values) < 2 or np.std(values) == 0:
+        return float(values.mean()), float(values.mean())
+    low, high = stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=stats.sem(values))
+    return float(low), float(high)
+
+
+def _agreement(codes):
+    """Mean share of edges with the same op over pairs of seeds."""
+    pairs = [(a, b) for i, a in enumerate(codes) for b in codes[i + 1:]]
+    if not pairs:
+        return None
+    return float(np.mean([np.mean([x == y for x, y in zip(a, b)]) for a, b in pairs]))
+
+
+def summarize(rows, variants):
+    """Per variant: means with 95% intervals, the one-sided test against percentile 50, agreement, wall time."""
+    by_variant = {v: sorted((r for r in rows if r["variant"] == v), key=lambda r: r["seed"]) for v in variants}
+    record = {"variants": {}, "paired": []}
+    for variant, mine in by_variant.items():
+        if not mine:
+            continue
+        percentiles = [r["percentile"] for r in mine]
+        entry = {"seeds": len(mine)}
+        for key in ("accuracy", "percentile", "regret"):
+            values = [r[key] for r in mine]
+            entry[key] = float(np.mean(values))
+            entry[f"{key}_95"] = _interval(values)
+        test = stats.ttest_1samp(percentiles, 50.0, alternative="greater") if len(mine) > 1 else None
+        entry["p_above_50"] = None if test is None or not np.isfinite(test.pvalue) else float(test.pvalue)
+        entry["agreement"] = _agreement([r["architecture"] for r in mine])
+        walls = [r["search_wall_s"] for r in mine if r["search_wall_s"] is not None]
+        entry["search_wall_s"] = float(np.mean(walls)) if walls else None
+        record["variants"][variant] = entry
+    names = [v for v in variants if by_variant[v]]
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            pa = {r["seed"]: r["percentile"] for r in by_variant[a]}
+            pb = {r["seed"]: r["percentile"] for r in by_variant[b]}
+            seeds = sorted(set(pa) & set(pb))
+            diffs = [pa[s] - pb[s] for s in seeds]
+            p = None
+            if len(seeds) >= 2 and any(diffs):
+                p = float(stats.wilcoxon(diffs).pvalue)
+            record["paired"].append({"a": a, "b": b, "seeds": len(seeds),
+                                     "mean_difference": float(np.mean(diffs)) if diffs else None, "p": p})
+    return record
+
+
+def summary_markdown(record):
+    def fmt(value, digits=4):
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    lines = ["| variant | seeds | accuracy (95% CI) | percentile (95% CI) | regret | p (percentile > 50) | "
+             "agreement | search wall s |", "|---|---|---|---|---|---|---|---|"]
+    for name, e in record["variants"].items():
+        lines.append(f"| {name} | {e['seeds']} | {e['accuracy']:.4f} ({e['accuracy_95'][0]:.4f}-"
+                     f"{e['accuracy_95'][1]:.4f}) | {e['percentile']:.1f} ({e['percentile_95'][0]:.1f}-"
+                     f"{e['percentile_95'][1]:.1f}) | {e['regret']:.4f} | {fmt(e['p_above_50'])} | "
+                     f"{fmt(e['agreement'], 2)} | {fmt(e['search_wall_s'], 0)} |")
+    lines += ["", "| a | b | seeds | mean percentile difference (a - b) | Wilcoxon p |", "|---|---|---|---|---|"]
+    for pair in record["paired"]:
+        lines.append(f"| {pair['a']} | {pair['b']} | {pair['seeds']} | {fmt(pair['mean_difference'], 1)} | "
+                     f"{fmt(pair['p'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_percentiles(rows, variants, path):
+    """Percentile of each seed's pick, per variant (one dot a seed), random's expectation dashed."""
+    from asmnas_tf.plots import save_figure  # matplotlib only here
+    import matplotlib.pyplot as plt
+
+    names = [v for v in variants if any(r["variant"] == v for r in rows)]
+    fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2, 3.6))
+    for i, name in enumerate(names):
+        values = [r["percentile"] for r in rows if r["variant"] == name]
+        jitter = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else [0.0]
+        ax.scatter(i + np.asarray(jitter), values, s=18)
+        ax.hlines(np.mean(values), i - 0.3, i + 0.3, color="black")
+    ax.axhline(50, linestyle="--", color="grey", linewidth=1)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("percentile of the pick (ground truth)")
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)

@@ -1,0 +1,79 @@
+"""Scoring searches against the benchmark: the statistics by hand, the resumable results file."""
+
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from asmnas_tf.benchmark import scoring
+from asmnas_tf.benchmark.space import all_architectures
+from asmnas_tf.benchmark.table import header
+from asmnas_tf.errors import UserError
+
+
+def _table(tmp_path):
+    codes = list(all_architectures())
+    path = tmp_path / "table" / "part-0-of-1.jsonl"
+    path.parent.mkdir()
+    finals = np.linspace(0.5, 0.9, len(codes))
+    with open(path, "w") as f:
+        f.write(json.dumps(header()) + "\n")
+        for code, final in zip(codes, finals):
+            f.write(json.dumps({"architecture": code, "seed": 0, "accuracy": [float(final)] * 5}) + "\n")
+    return str(path.parent), dict(zip(codes, finals))
+
+
+def test_random_variant_scores_and_resumes(tmp_path):
+    table, finals = _table(tmp_path)
+    record = scoring.run_score(str(tmp_path / "run"), variants=("random",), seeds=3, table=table)
+    rows = scoring.read_scores(str(tmp_path / "run" / scoring.SCORES_FILE))
+    assert [r["seed"] for r in rows] == [0, 1, 2]
+    ranks = {code: i for i, code in enumerate(sorted(finals, key=finals.get))}
+    for row in rows:
+        assert row["architecture"] == scoring.random_pick(row["seed"])
+        assert row["accuracy"] == pytest.approx(finals[row["architecture"]])
+        assert row["percentile"] == pytest.approx(100 * ranks[row["architecture"]] / 242, abs=1e-3)
+        assert row["regret"] == pytest.approx(0.9 - finals[row["architecture"]], abs=1e-6)
+    assert record["variants"]["random"]["seeds"] == 3
+    scoring.run_score(str(tmp_path / "run"), variants=("random",), seeds=4, table=table)
+    assert len(scoring.read_scores(str(tmp_path / "run" / scoring.SCORES_FILE))) == 4  # 3 kept, 1 new
+    assert (tmp_path / "run" / "scores.png").stat().st_size > 1000
+
+
+def test_summary_equals_scipy():
+    rows = []
+    a = [80.0, 90.0, 70.0, 95.0]
+    b = [40.0, 55.0, 60.0, 30.0]
+    for seed, (pa, pb) in enumerate(zip(a, b)):
+        rows.append({"variant": "x", "seed": seed, "architecture": ["22222", "22122", "22222", "22220"][seed],
+                     "accuracy": pa / 100, "percentile": pa, "regret": 1 - pa / 100, "search_wall_s": 10.0})
+        rows.append({"variant": "random", "seed": seed, "architecture": "00000", "accuracy": pb / 100,
+                     "percentile": pb, "regret": 1 - pb / 100, "search_wall_s": 0.0})
+    record = scoring.summarize(rows, ("x", "random"))
+    x = record["variants"]["x"]
+    assert x["percentile"] == pytest.approx(np.mean(a))
+    low, high = stats.t.interval(0.95, 3, loc=np.mean(a), scale=stats.sem(a))
+    assert x["percentile_95"] == pytest.approx((low, high))
+    assert x["p_above_50"] == pytest.approx(stats.ttest_1samp(a, 50, alternative="greater").pvalue)
+    # Edge agreement over the 6 pairs of picks: 22222/22122 4 of 5, 22222/22222 5, 22222/22220 4, ...
+    picks = ["22222", "22122", "22222", "22220"]
+    pairs = [(p, q) for i, p in enumerate(picks) for q in picks[i + 1:]]
+    assert x["agreement"] == pytest.approx(np.mean([np.mean([c == d for c, d in zip(p, q)]) for p, q in pairs]))
+    assert record["variants"]["random"]["agreement"] == 1.0
+    paired = record["paired"][0]
+    assert paired["mean_difference"] == pytest.approx(np.mean(np.subtract(a, b)))
+    assert paired["p"] == pytest.approx(stats.wilcoxon(np.subtract(a, b)).pvalue)
+    assert "| x | 4 |" in scoring.summary_markdown(record)
+
+
+@pytest.mark.parametrize("variants, seeds, message", [
+    (("asm", "nas_bench"), 8, "run_score.variants=['asm', 'nas_bench']: expected names among asm,"),
+    ((), 8, "run_score.variants=[]"),
+    (("asm",), 1, "run_score.seeds=1 is not an int >= 2"),
+])
+def test_bad_score_arguments_are_one_line(tmp_path, variants, seeds, message):
+    with pytest.raises(UserError) as info:
+        scoring.run_score(str(tmp_path / "run"), variants=variants, seeds=seeds)
+    assert message in str(info.value)
+    assert not (tmp_path / "run").exists()
