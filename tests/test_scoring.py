@@ -1,6 +1,7 @@
 """Scoring searches against the benchmark: the statistics by hand, the resumable results file."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from scipy import stats
 
 from asmnas_tf.benchmark import scoring
 from asmnas_tf.benchmark.space import all_architectures
-from asmnas_tf.benchmark.table import header
+from asmnas_tf.benchmark.table import header, load_table
 from asmnas_tf.errors import UserError
 
 
@@ -27,8 +28,9 @@ def _table(tmp_path):
 def test_random_variant_scores_and_resumes(tmp_path):
     table, finals = _table(tmp_path)
     record = scoring.run_score(str(tmp_path / "run"), variants=("random",), seeds=3, table=table)
-    rows = scoring.read_scores(str(tmp_path / "run" / scoring.SCORES_FILE))
-    assert [r["seed"] for r in rows] == [0, 1, 2]
+    assert [r["seed"] for r in scoring.read_scores(str(tmp_path / "run" / scoring.SCORES_FILE))] == [0, 1, 2]
+    table_now = load_table(table)
+    rows = [scoring.score_row(table_now, pick) for pick in scoring.read_scores(str(tmp_path / "run" / scoring.SCORES_FILE))]
     ranks = {code: i for i, code in enumerate(sorted(finals, key=finals.get))}
     for row in rows:
         assert row["architecture"] == scoring.random_pick(row["seed"])
@@ -39,6 +41,18 @@ def test_random_variant_scores_and_resumes(tmp_path):
     scoring.run_score(str(tmp_path / "run"), variants=("random",), seeds=4, table=table)
     assert len(scoring.read_scores(str(tmp_path / "run" / scoring.SCORES_FILE))) == 4  # 3 kept, 1 new
     assert (tmp_path / "run" / "scores.png").stat().st_size > 1000
+
+
+def test_a_pick_the_table_lacks_is_pending(tmp_path):
+    table, finals = _table(tmp_path)
+    part = os.path.join(table, "part-0-of-1.jsonl")
+    lines = open(part).read().splitlines(keepends=True)
+    missing = scoring.random_pick(1)
+    open(part, "w").write("".join(line for line in lines if f'"{missing}"' not in line))
+    record = scoring.run_score(str(tmp_path / "run"), variants=("random",), seeds=2, table=table)
+    assert record["variants"]["random"]["seeds"] == 1
+    assert [(p["seed"], p["architecture"]) for p in record["pending"]] == [(1, missing)]
+    assert f"random/1 {missing}" in (tmp_path / "run" / "scores.md").read_text()
 
 
 def test_summary_equals_scipy():
