@@ -58,7 +58,8 @@ FILE_SECONDS = {
     "test_multi_worker.py": 229, "test_bench_smoke.py": 205, "test_experiments.py": 205,
     "test_resume.py": 200, "test_bad_input.py": 177, "test_train_e2e.py": 169, "test_search_cli.py": 130,
     "test_pipeline.py": 109, "test_package.py": 108, "test_darts.py": 80, "test_precision.py": 63,
-    "test_jit_compile.py": 57, "test_search_diagnostics.py": 55,
+    "test_jit_compile.py": 57, "test_search_diagnostics.py": 55, "test_custom_space_e2e.py": 117,
+    "test_benchmark.py": 40,
 }
 
 

@@ -360,6 +360,23 @@ CASES = [
          ("{d}/run exists and is not a directory",)),
     Case("run_dir_not_ours", "train", lambda d: [*TRAIN, f"--model_dir={_write(d / 'run' / 'notes.txt', 'x').parent}"],
          ("{d}/run is not empty and holds no config.gin",)),
+    # The search space and the search's remedies: refused before any data is read.
+    Case("space_unknown_op", "search", lambda d: [*SEARCH, _param("search_space.primitives = ['zero', 'conv_9x9']"),
+                                                  _run(d)], ("search_space.primitives: op='conv_9x9'", "op table")),
+    Case("space_no_nodes", "train", lambda d: [*TRAIN, _param("search_space.nodes = 0"), _run(d)],
+         ("search_space.nodes=0 is not an int >= 1",)),
+    Case("space_genotype_of_another", "train", lambda d: [*TRAIN, _param(
+        "search_space.primitives = ['zero', 'skip_connect', 'sep_conv_3x3']"), _run(d)],
+         ("a genotype of the space 8 ops", "expected the network's space, 3 ops")),
+    Case("remedy_warmup_too_long", "search", lambda d: [*SEARCH, _param("search_remedies.attention_warmup = 1.0"),
+                                                        _run(d)], ("search_remedies.attention_warmup=1.0",)),
+    Case("remedy_cap_without_parametric_op", "search", lambda d: [*SEARCH, _param(
+        "search_space.primitives = ['zero', 'skip_connect']"), _param("search_remedies.max_parameter_free = 1"),
+        _run(d)], ("max_parameter_free=1 needs an op with parameters",)),
+    Case("benchmark_bad_shard", "benchmark", lambda d: ["build", "--shard=3/2", f"--out={d}/table"],
+         ("--shard='3/2'",)),
+    Case("benchmark_one_seed", "benchmark", lambda d: ["score", _param("run_score.seeds = 1"), _run(d)],
+         ("run_score.seeds=1 is not an int >= 2",)),
     # Export.
     Case("export_no_trained_model", "export", lambda d: [f"--model_dir={d}"], ("model.keras is missing", "bin/train")),
     Case("export_corrupt_model", "export", _corrupt_model, ("{d}/model.keras is not a .keras file",)),

@@ -141,7 +141,7 @@ def test_console_scripts_are_declared_for_every_command():
     with open(os.path.join(REPO_ROOT, "pyproject.toml"), "rb") as f:
         scripts = tomllib.load(f)["project"]["scripts"]
     assert scripts == {f"asmnas-{name}": f"asmnas_tf.commands.{name}:main"
-                       for name in ("search", "train", "export", "experiment", "demo")}
+                       for name in ("search", "train", "export", "experiment", "demo", "benchmark")}
 
 
 @pytest.mark.slow
