@@ -32,7 +32,8 @@ from asmnas_tf.runtime.graph_options import lean_grappler_on_cpu
 from asmnas_tf.space.genotype import read_genotype
 from asmnas_tf.runtime.inference import accuracy
 from asmnas_tf.layers.mixed_edge import MixedEdge
-from asmnas_tf.space.primitives import EDGES, PRIMITIVES, cell_name, edge_name
+from asmnas_tf.space.primitives import cell_name, edge_name
+from asmnas_tf.space.search_space import search_space
 from asmnas_tf.supernet.runner import search_datasets
 from asmnas_tf.supernet.model import LOGITS
 from asmnas_tf.supernet.builder import build_supernet
@@ -55,8 +56,8 @@ def _check_search_dir(search_dir):
 
 
 def _edge_layers(model, cell):
-    """The 14 MixedEdge layers of `cell`, in EDGES order."""
-    return [model.get_layer(f"{cell_name(cell)}_{edge_name(s, t)}") for s, t in EDGES]
+    """The MixedEdge layers of `cell`, in the bound space's edge order (14 in the DARTS space)."""
+    return [model.get_layer(f"{cell_name(cell)}_{edge_name(s, t)}") for s, t in search_space().edges]
 
 
 def _accuracy(model, images, labels):
@@ -118,11 +119,11 @@ def run_stability(search_dir, cells=None, batch_size=256):
         # argmax keeps one op per edge; top2 drops edges, which the discrete
         # cell replaces by `zero`, and so does this sweep.
         kept = {(e.source, e.target): e for e in genotype.cells[cell].edges}
-        for index, ((source, target), layer) in enumerate(zip(EDGES, _edge_layers(model, cell))):
+        for index, ((source, target), layer) in enumerate(zip(search_space().edges, _edge_layers(model, cell))):
             edge = kept.get((source, target))
             op, weight = (edge.op, edge.weight) if edge else ("zero", None)
             weight = float("nan") if weight is None else weight
-            layer.replacement.assign(PRIMITIVES.index(op))
+            layer.replacement.assign(search_space().index(op))
             accuracy = _accuracy(model, images, labels)
             layer.replacement.assign(-1)
             rows.append({
@@ -203,8 +204,8 @@ def plot_stability(rows, path, title=None):
         edges = [row["edge"] for row in cell_rows]
         ax.axhline(rows[0]["baseline"], color="#d62728", label="original supernet")
         ax.plot(edges, [row["accuracy"] for row in cell_rows], "o-", color="#2ca02c", label="edge replaced")
-        ax.set_xticks(range(len(EDGES)))
-        ax.set_xlim(-0.5, len(EDGES) - 0.5)
+        ax.set_xticks(range(len(search_space().edges)))
+        ax.set_xlim(-0.5, len(search_space().edges) - 0.5)
         ax.set_ylim(low - pad, high + pad)
         ax.set_title(f"cell {cell}", fontsize=10)
         ax.set_xlabel("edge index")

@@ -53,13 +53,18 @@ def paired(method_by_seed, baseline_by_seed):
 
 
 def genotype_ops(genotype_dict):
-    """[L, 14] op indices of an argmax genotype's dict (`genotype.to_dict`); an edge left out is `zero`."""
-    from asmnas_tf.space.primitives import EDGES
+    """[L, |edges|] op indices of an argmax genotype's dict (`genotype.to_dict`), in its own space.
 
+    An edge left out is `zero` (-1 in a space without zero).
+    """
+    from asmnas_tf.space.search_space import make_space
+
+    space = make_space(tuple(genotype_dict.get("primitives", PRIMITIVES)), genotype_dict.get("nodes", 4))
+    dropped = space.index("zero") if space.has_zero else -1
     cells = []
     for cell in genotype_dict["cells"]:
-        kept = {(e["from"], e["to"]): PRIMITIVES.index(e["op"]) for e in cell["edges"]}
-        cells.append([kept.get(edge, PRIMITIVES.index("zero")) for edge in EDGES])
+        kept = {(e["from"], e["to"]): space.index(e["op"]) for e in cell["edges"]}
+        cells.append([kept.get(edge, dropped) for edge in space.edges])
     return np.array(cells)
 
 
