@@ -162,3 +162,21 @@ def test_one_architecture_trains_with_the_recipe_on_real_data():
     assert again["parameters"] == figures["parameters"]
     assert again["accuracy"] == figures["accuracy"]  # one seed, one result
     assert os.path.exists("/usr/share/datasets/fashion-mnist")
+
+
+def test_the_shipped_table_reads_and_holds_only_planned_rows():
+    """The table in the package (complete or still being built) is of this space and recipe, row for row."""
+    from asmnas_tf.benchmark.table import DEFAULT_TABLE
+
+    table = load_table(DEFAULT_TABLE)
+    planned = set(bench_build.jobs())
+    assert table.rows and set(table.rows) <= planned
+    for (code, seed), row in table.rows.items():
+        assert len(row["accuracy"]) == len(RECIPE["budgets"]) and all(0.0 <= a <= 1.0 for a in row["accuracy"])
+        assert row["parameters"] > 0 and row["seconds"] > 0
+    # Each part holds only its own shard's jobs.
+    for index in range(2):
+        part = os.path.join(DEFAULT_TABLE, f"part-{index}-of-2.jsonl")
+        mine = {job for k, job in enumerate(bench_build.jobs()) if k % 2 == index}
+        rows = [json.loads(line) for line in open(part).read().split("\n")[1:-1]]  # complete lines only
+        assert {(r["architecture"], r["seed"]) for r in rows} <= mine
