@@ -1,1 +1,1 @@
-"""The search space as data: primitives, genotypes, named genotypes (no TensorFlow)."""
+"""The search space as data: the op table, search spaces (op set, nodes), genotypes, named genotypes (no TensorFlow)."""
