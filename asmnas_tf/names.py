@@ -17,5 +17,5 @@ RULES = ("argmax", "top2")
 STEMS = ("cifar", "imagenet")
 
 # A selection choice counts as confident when its bootstrap confidence is at
-# least this (issue 13; `supernet/confidence.py`, the heatmap's marks).
+# least this (`supernet/confidence.py`, the heatmap's marks).
 CONFIDENT = 0.95

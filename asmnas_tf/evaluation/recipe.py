@@ -1,4 +1,4 @@
-"""The evaluation network's training recipe: optimizer, schedule, weight average (issue 12).
+"""The evaluation network's training recipe: optimizer, schedule, weight average.
 
 Every option is a gin binding whose default is the paper's recipe (§5.2,
 DARTS `train.py`: SGD 0.025, momentum 0.9, coupled L2 3e-4, cosine to 0,

@@ -1,4 +1,4 @@
-"""Test-time augmentation: the mean of the probabilities on an image and its mirror (issue 12).
+"""Test-time augmentation: the mean of the probabilities on an image and its mirror.
 
 `run_train.test_time_augmentation = 'flip'` tests the network on each test
 image and on its left-right mirror and averages the two softmax outputs

@@ -1,4 +1,4 @@
-"""ASM-NAS against DARTS, RSPS and random cells, same data, same budget (paper Tables 1-3; issue 13).
+"""ASM-NAS against DARTS, RSPS and random cells, same data, same budget (paper Tables 1-3).
 
 For every seed and method, one search and one training, each the project's
 own command in a fresh process (so each gets its own gin config and graph),
@@ -97,7 +97,7 @@ def _train(method, seed, genotype_path, train_dir, config):
 
 
 def _search_figures(search_dir):
-    """The search's own diagnostics worth keeping per result (issue 13), or {}."""
+    """The search's own diagnostics worth keeping per result, or {}."""
     report = _read_json(os.path.join(search_dir, "diagnostics.json")) or {}
     keep = ("initial_final_agreement", "mean_abs_drift", "confident_choices", "choices", "median_margin",
             "parameter_free_share")

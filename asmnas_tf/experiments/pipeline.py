@@ -1,4 +1,4 @@
-"""Search, train, test and export in one command: `asmnas-experiment pipeline` (issue 12).
+"""Search, train, test and export in one command: `asmnas-experiment pipeline`.
 
 Three steps, each the project's own command in a fresh process (each its
 own gin configuration and graph), under `<model_dir>`:

@@ -1,4 +1,4 @@
-"""The comparison's statistics: can it tell a search from a coin toss? (issue 13)
+"""The comparison's statistics: can it tell a search from a coin toss?
 
 Per method: mean, sample standard deviation (ddof = 1) and the 95%
 confidence interval of the mean (Student's t, n - 1 degrees of freedom).

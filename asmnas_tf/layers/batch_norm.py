@@ -65,8 +65,7 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
         f s2, s2 the unbiased batch variance. Fed v / r and multiplied back by
         r = (n - 1) / n, the second is Keras's (1 - f) v + f r s2 (the biased
         variance): 4 graph ops where the average took 14, times ~240
-        BatchNorms in the evaluation network (its trace, bench/README.md
-        "Issue 14, part 6").
+        BatchNorms in the evaluation network (its trace, bench/README.md).
         """
         outputs, new_mean, new_variance, *_ = tf.raw_ops.FusedBatchNormV3(
             x=inputs, scale=gamma, offset=beta, mean=moving_mean, variance=moving_variance * (1.0 / ratio),

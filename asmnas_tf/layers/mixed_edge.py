@@ -36,7 +36,7 @@ from asmnas_tf.errors import UserError
 _register = keras.saving.register_keras_serializable(package="asmnas_tf")
 
 MIXINGS = ("attention", "uniform", "alpha", "path")
-# Where eq. 4.3's mean is taken (issue 13). "post_bn" is the paper: the op's
+# Where eq. 4.3's mean is taken. "post_bn" is the paper: the op's
 # output. Every op but skip and zero ends in BatchNorm(affine=False), whose
 # output has zero mean per channel over the batch, so the per-sample mean is
 # ~0 for every op and T1..T4 see an almost constant E. "pre_bn": the same

@@ -3,7 +3,7 @@
 These are the straightforward, one-layer-per-op reference implementations.
 Each states its output shape (`compute_output_shape`): without it Keras
 traces `call` in a scratch graph for every layer of a functional build
-(issue 14, part 4: a quarter of the evaluation network's build).
+(a quarter of the evaluation network's build).
 The evaluation network is built from them; the supernet uses the fused
 `MixedEdge`, which is tested against these layers on the same weights.
 Every layer is serializable (`get_config`, registered under `asmnas_tf`).

@@ -1,4 +1,4 @@
-"""The saved training states of a run: written whole, verified, several kept (issue 15).
+"""The saved training states of a run: written whole, verified, several kept.
 
 A state is `state-eEEEE-sSSSSSS.weights.h5` (`model.save_weights`: weights,
 optimizer slots and step count, BatchNorm statistics) and its manifest

@@ -44,7 +44,7 @@ def clip_by_global_norm(gradients, clipnorm, loss_scale=None):
     them (it checks only the first replica's share).
     """
     global_gradients = all_reduce_sum(gradients)
-    # One L2Loss (sum(g^2) / 2) per tensor and one AddN: fewer ops to trace (issue 5).
+    # One L2Loss (sum(g^2) / 2) per tensor and one AddN: fewer ops to trace.
     norm_sq = 2.0 * tf.add_n([tf.nn.l2_loss(g) for g in global_gradients])
     if loss_scale is not None:
         norm_sq = norm_sq / ops.square(ops.cast(loss_scale, norm_sq.dtype))

@@ -11,8 +11,7 @@ they were ~12 s of the ~21 s of Grappler; with them off the steady step is
 unchanged (per-pass times and A/B figures in bench/README.md). The remapper
 (oneDNN fusions: BatchNorm + ReLU, MatMul + BiasAdd) is off too: ~2.5 s of
 the supernet's Grappler time, op thread-time a step unchanged without it,
-and the evaluation network's peak RSS 0.47 GB lower (bench/README.md,
-"Issue 14, part 6"). On a GPU host Grappler keeps its defaults: the memory
+and the evaluation network's peak RSS 0.47 GB lower (bench/README.md). On a GPU host Grappler keeps its defaults: the memory
 optimizer, layout and the cuDNN fusions may matter there.
 
 `tf.config.optimizer.set_experimental_options` reaches only some of these

@@ -17,7 +17,7 @@ paper's size `malloc_consolidate` alone was 4.8% of the process's samples
 (`perf record`). Without fastbins small chunks go to glibc's per-thread
 cache and its ordinary bins: the paper-size supernet's first step 1.0-4.0 s
 shorter in seven pairs, the steady step and peak RSS unchanged
-(bench/README.md, "Issue 14, part 9").
+(bench/README.md).
 
 Set by the commands (`cli.py`) before TensorFlow starts its threads; a
 user's own `MALLOC_ARENA_MAX` (or `GLIBC_TUNABLES`' `glibc.malloc.mxfast`)

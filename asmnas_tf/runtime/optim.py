@@ -11,7 +11,7 @@ train step on the all-reduced gradient (see `search_model.py`).
 The update of each variable is TensorFlow's fused `ResourceApplyMomentum`
 kernel (TF1's MomentumOptimizer, whose momentum form is PyTorch's) instead of
 a chain of Keras ops: fewer graph ops to trace and optimise before the first
-step (issue 5).
+step.
 """
 
 import gin

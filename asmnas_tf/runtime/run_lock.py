@@ -1,4 +1,4 @@
-"""One process per run directory (issue 15): a lock file held while the run lives.
+"""One process per run directory: a lock file held while the run lives.
 
 Two runs writing one directory mix their history.csv rows, TensorBoard
 events and checkpoints. The lock is `fcntl.flock` on `<model_dir>/.asmnas.lock`:

@@ -1,4 +1,4 @@
-"""Learning-rate warm-up in front of any Keras schedule (the training recipe, issue 12).
+"""Learning-rate warm-up in front of any Keras schedule (the training recipe).
 
 Keras's `CosineDecay` has a warm-up of its own, its `PolynomialDecay` has
 none; this one wrapper gives every shape the same warm-up, so that the

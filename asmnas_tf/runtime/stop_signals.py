@@ -1,4 +1,4 @@
-"""Clean stops (issue 15): SIGTERM and Ctrl-C end training at a step boundary, state saved.
+"""Clean stops: SIGTERM and Ctrl-C end training at a step boundary, state saved.
 
 Schedulers send SIGTERM before they kill; a user presses Ctrl-C. Either
 would otherwise land anywhere (inside a step, inside a write) and lose the

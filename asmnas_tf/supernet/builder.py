@@ -108,7 +108,7 @@ def build_supernet(
     'path' (RSPS: one uniformly sampled op per edge per training step, drawn
     from `path_seed`; `path_sampler.py`).
 
-    The attention options (issue 13; the paper's form is the default):
+    The attention options (the paper's form is the default):
     `attention_embedding` 'post_bn' (eq. 4.3 on the op's output) or 'pre_bn'
     (the mean before the op's last BatchNorm, which BatchNorm cannot cancel);
     `attention_init` 'torch' or 'zero_output' (T4 at 0: uniform coefficients

@@ -1,4 +1,4 @@
-"""How confident is a selection? Bootstrap over the selection samples (issue 13).
+"""How confident is a selection? Bootstrap over the selection samples.
 
 Selection averages per-sample coefficients [N, L, 14, |O|] over the
 selection split (paper §4.3). Per edge this module gives the mean of each op

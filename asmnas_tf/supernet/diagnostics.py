@@ -1,4 +1,4 @@
-"""Does the attention learn? Figures on mean coefficients [L, 14, |O|] (issue 13).
+"""Does the attention learn? Figures on mean coefficients [L, 14, |O|].
 
 Pure numpy, so a run directory can be read again anywhere. The figures:
 

@@ -1,4 +1,4 @@
-"""The end-of-search report: did the attention learn, and how sure is the choice (issue 13).
+"""The end-of-search report: did the attention learn, and how sure is the choice.
 
 Written as `diagnostics.json` in the run directory and printed as a few
 lines: the argmax at initialisation (selection on the untrained supernet,

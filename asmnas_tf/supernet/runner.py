@@ -308,7 +308,7 @@ def _rsps_selection(model, subset, arrays, source, candidates, model_dir, keep_f
 
 
 def _initial_coefficients(model, select, model_dir, write):
-    """Mean coefficients of the untrained supernet on the selection split (issue 13's baseline).
+    """Mean coefficients of the untrained supernet on the selection split (the baseline).
 
     Computed before the first step and kept in the run directory, so that
     a resumed run compares with the same initialisation.

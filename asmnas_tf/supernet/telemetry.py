@@ -1,4 +1,4 @@
-"""Search telemetry per epoch: a cheap selection on a fixed subset (issue 13).
+"""Search telemetry per epoch: a cheap selection on a fixed subset.
 
 At the end of every epoch the supernet (inference mode, nothing updated)
 runs on a fixed subset of the selection split; from its mean coefficients
