@@ -117,10 +117,11 @@ def test_perturbation_scores_what_removal_costs():
             assert scores[0, edge, 0] == 0.0
     # One score recomputed by hand: the edge with op k removed, through Keras's predict.
     edge = model.get_layer("cell00_edge1to2")
+    assert edge.replacement is None  # reset: the model's later traces keep the fused training edge
     k = int(top2[0, 1, 0])
-    edge.replacement.assign(-k - 2)
+    edge.replacement = tf.Variable(-k - 2, dtype=tf.int32, trainable=False)
     removed = np.mean(np.argmax(model.predict(x, verbose=0)["logits"], axis=-1) == y)
-    edge.replacement.assign(-1)
+    edge.replacement = None
     assert scores[0, 1, k] == pytest.approx(baseline - removed)
     genotype = select_genotype(scores, "argmax", space=SMALL)
     assert [SMALL.index(e.op) for e in genotype.cells[0].edges] == list(np.argmax(scores[0], axis=-1))

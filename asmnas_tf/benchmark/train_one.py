@@ -34,11 +34,12 @@ def _train_dataset(x, y, batch_size, seed):
     return data.batch(batch_size, drop_remainder=True).prefetch(2)
 
 
-def held_out_accuracy(model, x, y, batch_size=1000):
-    @tf.function(reduce_retracing=True)
-    def logits(batch):
-        return model(batch, training=False)[LOGITS]
+def inference_logits(model):
+    """The model's logits in inference mode, traced once for the whole learning curve."""
+    return tf.function(lambda batch: model(batch, training=False)[LOGITS], reduce_retracing=True)
 
+
+def held_out_accuracy(logits, x, y, batch_size=1000):
     hits = 0
     for start in range(0, len(x), batch_size):
         hits += int(np.sum(np.argmax(logits(x[start:start + batch_size]).numpy(), axis=-1) ==
@@ -66,6 +67,7 @@ def train_architecture(code, seed, recipe, data, space=BENCH_SPACE):
     batches = iter(_train_dataset(x_train, y_train, batch, int(seed)))
     model.make_train_function()
     step = model.train_function  # Keras's compiled step: one batch from the iterator a call
+    logits = inference_logits(model)
     accuracies, losses, done = [], [], 0
     for target in steps:
         model.reset_metrics()
@@ -73,7 +75,7 @@ def train_architecture(code, seed, recipe, data, space=BENCH_SPACE):
             logs = step(batches)
         done = target
         losses.append(float(logs["loss"]))
-        accuracies.append(held_out_accuracy(model, x_test, y_test))
+        accuracies.append(held_out_accuracy(logits, x_test, y_test))
     return {"accuracy": [round(a, 6) for a in accuracies], "train_loss": [round(v, 6) for v in losses],
             "seconds": round(time.perf_counter() - started, 2),
             "parameters": int(sum(np.prod(v.shape) for v in model.trainable_variables))}

@@ -31,9 +31,17 @@ def perturbation_scores(model, images, labels, mean_coeffs, space, top_k=3, excl
     """
     mean_coeffs = np.asarray(mean_coeffs, np.float64).copy()
     mean_coeffs[..., list(excluded)] = -np.inf
-    for layer in model.layers:
-        if isinstance(layer, MixedEdge) and layer.replacement is None:
-            layer.replacement = tf.Variable(-1, dtype=tf.int32, trainable=False)  # before the trace
+    added = [layer for layer in model.layers if isinstance(layer, MixedEdge) and layer.replacement is None]
+    for layer in added:
+        layer.replacement = tf.Variable(-1, dtype=tf.int32, trainable=False)  # before the trace
+    try:
+        return _scores(model, images, labels, mean_coeffs, space, top_k, log)
+    finally:
+        for layer in added:  # the model's later traces keep the fused training edge
+            layer.replacement = None
+
+
+def _scores(model, images, labels, mean_coeffs, space, top_k, log):
 
     @tf.function(reduce_retracing=True)
     def logits(batch):
