@@ -121,6 +121,25 @@ def test_build_resumes_where_it_stopped(tmp_path):
     assert open(path).read().endswith("}\n")
 
 
+def test_build_trains_the_first_architectures_first_and_the_same_rows(tmp_path):
+    mine = [job for k, job in enumerate(bench_build.jobs()) if k % 40 == 1]
+    first = bench_build.parse_first(f"{mine[4][0]}, {mine[2][0]}")
+    trained = []
+
+    def train(code, seed):
+        trained.append((code, seed))
+        return {"accuracy": [0.5] * 5, "train_loss": [0.0] * 5, "seconds": 0.0}
+
+    bench_build.build(str(tmp_path), (1, 40), train, log=lambda line: None, first=first)
+    picked = [job for job in mine if job[0] in first]  # in the fixed order, each seed of them
+    assert trained == picked + [job for job in mine if job[0] not in first]
+    assert sorted(load_table(str(tmp_path)).rows) == sorted(mine)
+    for bad in ("1212", "12123", "a"):
+        with pytest.raises(UserError, match=f"--first: '{bad}' is not an architecture of the benchmark's space"):
+            bench_build.parse_first(f"00000,{bad}")
+    assert bench_build.parse_first("") == ()
+
+
 def test_fidelity_equals_scipy_and_numpy(tmp_path):
     rng = np.random.default_rng(0)
     codes = list(all_architectures())[:40]

@@ -84,6 +84,7 @@ def test_the_cap_holds_and_gives_up_the_cheapest_edges():
     (SearchRemedies(selection="magnitude"), "search_remedies.selection='magnitude' is not one of coefficients, perturbation"),
     (SearchRemedies(perturbation_top_k=0), "search_remedies.perturbation_top_k=0 is not an int >= 1"),
     (SearchRemedies(max_parameter_free=-1), "search_remedies.max_parameter_free=-1 is not an int >= 0 or None"),
+    (SearchRemedies(skip_dropout=1.0), "search_remedies.skip_dropout=1.0 is not a dropout rate in [0, 1)"),
 ])
 def test_bad_remedies_are_one_line(remedies, message):
     with pytest.raises(UserError) as info:
@@ -93,6 +94,40 @@ def test_bad_remedies_are_one_line(remedies, message):
         SearchRemedies(exclude_zero=True).check(make_space(("skip_connect", "sep_conv_3x3"), 2))
     with pytest.raises(UserError, match="max_parameter_free=1 needs an op with parameters"):
         SearchRemedies(max_parameter_free=1).check(make_space(("zero", "skip_connect"), 2))
+    with pytest.raises(UserError, match="skip_dropout=0.2 needs skip_connect in search_space.primitives"):
+        SearchRemedies(skip_dropout=0.2).check(make_space(("zero", "sep_conv_3x3"), 2))
+    with pytest.raises(UserError, match="RSPS ranks sampled architectures"):
+        SearchRemedies(skip_dropout=0.2).check(DARTS_SPACE, "rsps")
+
+
+def test_skip_dropout_drops_skip_in_training_only_with_a_mask_fixed_by_edge_and_batch():
+    x = tf.constant(np.random.default_rng(4).uniform(0.5, 1.5, size=(16, 8, 8, 4)).astype("float32"))
+    pair = ("skip_connect", "sep_conv_3x3")  # uniform mixing: 0.5 skip + 0.5 sep
+
+    def edge(name, rate):
+        layer = MixedEdge(4, 1, mixing="uniform", primitives=pair, skip_dropout=rate, name=name)
+        layer.build(x.shape)
+        layer.kernel.assign(tf.linspace(-0.5, 0.5, layer.kernel.shape[0]))  # the same sep weights in each
+        return layer
+
+    plain, dropping, other = edge("e0", 0.0), edge("e1", 0.25), edge("e2", 0.25)
+    np.testing.assert_array_equal(np.asarray(dropping(x, training=False)[0]),
+                                  np.asarray(plain(x, training=False)[0]))  # inference: no dropout
+    both = np.asarray(plain(x, training=True)[0])
+
+    def skip_output(layer):  # 2 (mixed - mixed without dropout) + x
+        return 2.0 * (np.asarray(layer(x, training=True)[0]) - both) + np.asarray(x)
+
+    dropped = skip_output(dropping)
+    kept = np.abs(dropped) > 0.1  # x >= 0.5: a kept element is x / 0.75, a dropped one ~0
+    assert abs(kept.mean() - 0.75) < 0.03  # 4,096 draws: 0.03 is 4.4 standard deviations
+    np.testing.assert_allclose(dropped[kept], np.asarray(x)[kept] / 0.75, rtol=1e-4)  # inverted dropout
+    np.testing.assert_allclose(dropped[~kept], 0.0, atol=1e-4)
+    np.testing.assert_array_equal(skip_output(dropping), dropped)  # same edge, same batch: same mask
+    assert np.mean((np.abs(skip_output(other)) > 0.1) != kept) > 0.2  # another edge, another mask
+    model = build_supernet((8, 8, 1), 3, num_cells=3, channels=4, space=SMALL, skip_dropout=0.25)
+    rates = {layer.stride: layer._spec(True).skip_dropout for layer in model.layers if isinstance(layer, MixedEdge)}
+    assert rates == {1: 0.25, 2: 0.0}  # a reduction's strided skip has parameters: not dropped
 
 
 def test_perturbation_scores_what_removal_costs():

@@ -68,14 +68,32 @@ def _open_part(path, expected_header):
     return {(row["architecture"], int(row["seed"])) for row in rows}
 
 
-def build(directory, shard, train, log=print, limit=None):
-    """Train this shard's jobs not yet in its part file; `train(code, seed)` -> the row's figures."""
+def parse_first(text, space=BENCH_SPACE):
+    """'12122,22222' -> the codes to train first; one line naming a code not of the space."""
+    if not text:
+        return ()
+    codes = tuple(code.strip() for code in str(text).split(",") if code.strip())
+    known = set(all_architectures(space))
+    for code in codes:
+        if code not in known:
+            raise UserError(f"--first: {code!r} is not an architecture of the benchmark's space "
+                            f"({len(space.edges)} digits, each < {len(space.primitives)})")
+    return codes
+
+
+def build(directory, shard, train, log=print, limit=None, first=()):
+    """Train this shard's jobs not yet in its part file; `train(code, seed)` -> the row's figures.
+
+    `first`: architectures trained before the rest of the shard (for example the
+    picks a scoring run waits on); the table they end in is the same.
+    """
     index, count = shard
     os.makedirs(directory, exist_ok=True)
     path = part_path(directory, index, count)
     done = _open_part(path, header())
     mine = [job for k, job in enumerate(jobs()) if k % count == index]
     todo = [job for job in mine if job not in done]
+    todo.sort(key=lambda job: job[0] not in first)  # stable: otherwise the fixed order
     log(f"{path}: {len(mine) - len(todo)} of {len(mine)} rows done")
     machine = platform.processor() or platform.machine()
     for number, (code, seed) in enumerate(todo[:limit] if limit else todo, 1):

@@ -23,16 +23,18 @@ flags.DEFINE_string("out", None, "build: the table's folder (part files are writ
 flags.DEFINE_string("shard", "0/1", "build: this process's share of the jobs, i/n")
 flags.DEFINE_integer("threads", 1, "build: TensorFlow threads of this process (one per shard and core)")
 flags.DEFINE_integer("limit", None, "build: train at most this many rows, then stop")
+flags.DEFINE_string("first", None, "build: architectures to train before the rest of the shard, e.g. 12122,22222")
 flags.DEFINE_string("table", None, "summary: the table's folder (default: the one shipped with the package)")
 flags.DEFINE_string("idx_dir", "/usr/share/datasets/fashion-mnist", "Fashion-MNIST's IDX files")
 
 
 def _build():
-    from asmnas_tf.benchmark.build import build, parse_shard
+    from asmnas_tf.benchmark.build import build, parse_first, parse_shard
 
     if not cli.FLAGS.out:
         raise cli.ConfigError("--out is required: the folder of the table's part files")
     shard = parse_shard(cli.FLAGS.shard)
+    first = parse_first(cli.FLAGS.first)
     if cli.FLAGS.threads < 1:
         raise cli.ConfigError(f"--threads={cli.FLAGS.threads} is not an int >= 1")
     if cli.FLAGS.limit is not None and cli.FLAGS.limit < 1:
@@ -49,7 +51,7 @@ def _build():
 
     data = prepared_arrays(arrays, RECIPE)
     build(cli.FLAGS.out, shard, lambda code, seed: train_architecture(code, seed, RECIPE, data),
-          log=lambda line: print(line, flush=True), limit=cli.FLAGS.limit)
+          log=lambda line: print(line, flush=True), limit=cli.FLAGS.limit, first=first)
 
 
 def _summary():

@@ -19,6 +19,7 @@ tests check equal outputs and gradients on the same weights.
 
 import collections
 import math
+import zlib
 
 import keras
 import numpy as np
@@ -309,8 +310,9 @@ def _permutation(order, primitives, to_primitives, dtype, scale=1.0):
     return tf.constant(matrix if to_primitives else matrix.T)
 
 
-EdgeSpec = collections.namedtuple("EdgeSpec", "channels stride hidden_units mixing training embedding primitives",
-                                  defaults=("post_bn", DARTS_PRIMITIVES))
+EdgeSpec = collections.namedtuple(
+    "EdgeSpec", "channels stride hidden_units mixing training embedding primitives skip_dropout",
+    defaults=("post_bn", DARTS_PRIMITIVES, 0.0))
 EdgeSpec.__doc__ = "What shapes an edge's graph: equal specs (and input shapes) share one traced function."
 
 
@@ -328,7 +330,7 @@ def _unpack(flat, pieces):
             for (name, shape, _), part in zip(pieces, parts)}
 
 
-def _op_outputs(spec, x, w, moving_mean, moving_variance):
+def _op_outputs(spec, x, w, moving_mean, moving_variance, dropout_seed=None):
     """The edge's op outputs as channel blocks: (groups, pre_bn_groups, order, stats, sources).
 
     `groups`: [final1, final2(, x)] (a group without ops left out), whose
@@ -392,10 +394,17 @@ def _op_outputs(spec, x, w, moving_mean, moving_variance):
         groups.append(batch_norm(raw2, layout.stage2))
         pre_bn_groups.append(raw2)
         sources.append(recompute[-1] if training else None)
-    # At stride 1, skip's output is x itself, not normalised.
+    # At stride 1, skip's output is x itself, not normalised; in training,
+    # with `spec.skip_dropout`, x dropped out elementwise (P-DARTS's dropout
+    # on skip connections: the parameter-free op cannot win the early race on
+    # the signal it passes for free). The mask is a stateless draw from
+    # `dropout_seed`, so a resumed search draws the masks it would have drawn.
     if layout.skip is not None and s == 1:
-        groups.append(x)
-        pre_bn_groups.append(x)
+        skip = x
+        if training and spec.skip_dropout > 0 and dropout_seed is not None:
+            skip = tf.nn.experimental.stateless_dropout(x, spec.skip_dropout, dropout_seed)
+        groups.append(skip)
+        pre_bn_groups.append(skip)
         sources.append(None)
     return groups, pre_bn_groups, layout.order, stats, sources if training else None
 
@@ -418,7 +427,7 @@ def _embedding(spec, groups, pre_bn_groups, order):
     return tf.matmul(means, _permutation(order, spec.primitives, True, means.dtype))
 
 
-def _edge_forward(spec, x, kernel, moving_mean, moving_variance, alpha, replacement):
+def _edge_forward(spec, x, kernel, moving_mean, moving_variance, alpha, replacement, dropout_seed=None):
     """One edge, eq. 4.2 (+ 4.3-4.5 or 3.1): (mixed, coefficients[, stats]).
 
     A function of the edge's static `spec` and tensors only, so that the
@@ -429,7 +438,7 @@ def _edge_forward(spec, x, kernel, moving_mean, moving_variance, alpha, replacem
     w = _unpack(kernel, _pieces(spec))
     c = spec.channels
     num_ops = len(spec.primitives)
-    groups, pre_bn_groups, order, stats, sources = _op_outputs(spec, x, w, moving_mean, moving_variance)
+    groups, pre_bn_groups, order, stats, sources = _op_outputs(spec, x, w, moving_mean, moving_variance, dropout_seed)
 
     # ASM's training step: the attention and the mixing as one custom gradient.
     # Mixed precision keeps autodiff (`_mix_normalized`'s note below); so do
@@ -577,7 +586,7 @@ class MixedEdge(keras.layers.Layer):
     """
 
     def __init__(self, channels, stride=1, hidden_units=16, mixing="attention", embedding="post_bn",
-                 attention_init="torch", attention_lr_multiplier=1.0, primitives=None, **kwargs):
+                 attention_init="torch", attention_lr_multiplier=1.0, primitives=None, skip_dropout=0.0, **kwargs):
         super().__init__(**kwargs)
         if stride not in (1, 2):
             raise UserError(f"Expected stride 1 or 2. Received: stride={stride}")
@@ -586,6 +595,9 @@ class MixedEdge(keras.layers.Layer):
         if channels < 2 or channels % 2:
             raise UserError(f"Expected an even channels >= 2. Received: channels={channels}")
         check_attention_options(embedding, attention_init, attention_lr_multiplier)
+        if isinstance(skip_dropout, bool) or not isinstance(skip_dropout, (int, float)) or not 0 <= skip_dropout < 1:
+            raise UserError(f"Expected a skip_dropout rate in [0, 1). Received: skip_dropout={skip_dropout!r}")
+        self.skip_dropout = float(skip_dropout)
         self.channels = channels
         self.stride = stride
         self.hidden_units = hidden_units
@@ -675,10 +687,12 @@ class MixedEdge(keras.layers.Layer):
                 f"Received: mixing={self.mixing!r}, alpha={'None' if alpha is None else 'a tensor'}"
             )
         spec = self._spec(training)
+        x = tf.convert_to_tensor(x)
         replacement = None if self.replacement is None else tf.convert_to_tensor(self.replacement)
         result = _edge_graph(
-            spec, tf.convert_to_tensor(x), ops.cast(self.kernel, self.compute_dtype),
+            spec, x, ops.cast(self.kernel, self.compute_dtype),
             tf.convert_to_tensor(self.moving_mean), tf.convert_to_tensor(self.moving_variance), alpha, replacement,
+            self._dropout_seed(x) if spec.skip_dropout > 0 and spec.training else None,
         )
         mixed, coeffs = result[:2]
         if training:
@@ -688,7 +702,18 @@ class MixedEdge(keras.layers.Layer):
 
     def _spec(self, training):
         return EdgeSpec(self.channels, self.stride, self.hidden_units, self.mixing, bool(training), self.embedding,
-                        self.primitives)
+                        self.primitives, self.skip_dropout if self.stride == 1 else 0.0)
+
+    def _dropout_seed(self, x):
+        """The skip dropout's seed [2]: this edge's name, and a value of the batch it sees.
+
+        A function of the inputs, not a random state: the same batch at the
+        same edge draws the same mask, after a resume too; edges fed the same
+        node draw different ones.
+        """
+        edge = zlib.crc32(self.name.encode()) & 0x7FFFFFFF
+        batch = tf.bitcast(tf.reduce_sum(tf.cast(x[:, 0, 0, :], tf.float32)), tf.int32)
+        return tf.stack([tf.constant(edge, tf.int32), batch])
 
     def embeddings(self, x, training=False):
         """E [B, |O|] of eq. 4.3 for the edge input `x`, as the module sees it (diagnostics).
@@ -725,6 +750,7 @@ class MixedEdge(keras.layers.Layer):
             "attention_init": self.attention_init,
             "attention_lr_multiplier": self.attention_lr_multiplier,
             "primitives": list(self.primitives),
+            "skip_dropout": self.skip_dropout,
         }
 
 

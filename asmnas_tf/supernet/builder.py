@@ -46,7 +46,7 @@ def _stem(inputs, channels):
 
 
 def _cell(index, s0, s1, channels, reduction, reduction_prev, hidden_units, mixing, space, alpha=None,
-          attention_options=None):
+          attention_options=None, skip_dropout=0.0):
     """One search cell; returns (output, coefficients [B, |edges|, |O|]).
 
     `alpha`: this cell's architecture parameters [|edges|, |O|] when mixing="alpha".
@@ -63,7 +63,7 @@ def _cell(index, s0, s1, channels, reduction, reduction_prev, hidden_units, mixi
             stride = 2 if reduction and source < 2 else 1
             edge = MixedEdge(
                 channels, stride, hidden_units, mixing, name=f"{name}_{edge_name(source, target)}",
-                primitives=space.primitives, **(attention_options or {}),
+                primitives=space.primitives, skip_dropout=skip_dropout, **(attention_options or {}),
             )
             if alpha is None:
                 mixed, coeffs = edge(states[source])
@@ -95,6 +95,7 @@ def build_supernet(
     path_seed=0,
     name="asm_supernet",
     space=None,
+    skip_dropout=0.0,
 ):
     """The search network of paper §5.1 (defaults: L = 15, C = 16).
 
@@ -116,7 +117,8 @@ def build_supernet(
     over the ops'). See `mixed_edge.py`.
 
     `space`: the SearchSpace (op set, nodes per cell); None: the bound
-    `search_space()`, the DARTS space by default.
+    `search_space()`, the DARTS space by default. `skip_dropout`: the rate of
+    dropout on skip_connect's output in training (`search_remedies`).
     """
     space = search_space() if space is None else space
     check_attention_options(attention_embedding, attention_init, attention_lr_multiplier,
@@ -149,6 +151,7 @@ def build_supernet(
             None if mixing != "attention" else dict(
                 embedding=attention_embedding, attention_init=attention_init,
                 attention_lr_multiplier=attention_lr_multiplier),
+            skip_dropout,
         )
         all_coefficients.append(coefficients)
         s0, s1 = s1, output

@@ -14,6 +14,10 @@ says what each does on the benchmark.
   edge's `perturbation_top_k` ops by coefficient).
 - `max_parameter_free`: at most this many of a cell's kept edges carry a
   parameter-free op (P-DARTS caps skips at 2); None: no cap.
+- `skip_dropout`: dropout at this rate on skip_connect's output in every
+  training step of the search (P-DARTS: 0.1, 0.4, 0.7 by stage, decaying within each). The
+  other parameter-free ops keep their signal: pools share their BatchNorm
+  with the convolutions, and zero has none.
 """
 
 import dataclasses
@@ -33,6 +37,7 @@ class SearchRemedies:
     selection: str = "coefficients"
     perturbation_top_k: int = 3
     max_parameter_free: int | None = None
+    skip_dropout: float = 0.0
 
     def check(self, space, method="asm"):
         """One line naming the binding, the value and what is accepted; before any data is read."""
@@ -58,9 +63,17 @@ class SearchRemedies:
             if len(space.parameter_free_indices()) == len(space.primitives):
                 raise UserError(f"search_remedies.max_parameter_free={cap} needs an op with parameters in "
                                 f"search_space.primitives ({', '.join(space.primitives)})")
-        if method == "rsps" and (self.selection != "coefficients" or self.exclude_zero or cap is not None):
-            raise UserError("search_remedies: RSPS ranks sampled architectures; its selection takes no remedy "
-                            "(leave selection, exclude_zero and max_parameter_free at their defaults)")
+        rate = self.skip_dropout
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate) \
+                or not 0 <= rate < 1:
+            raise UserError(f"search_remedies.skip_dropout={rate!r} is not a dropout rate in [0, 1)")
+        if rate > 0 and "skip_connect" not in space.primitives:
+            raise UserError(f"search_remedies.skip_dropout={rate} needs skip_connect in search_space.primitives "
+                            f"({', '.join(space.primitives)})")
+        if method == "rsps" and (self.selection != "coefficients" or self.exclude_zero or cap is not None
+                                 or rate > 0):
+            raise UserError("search_remedies: RSPS ranks sampled architectures; it takes no remedy "
+                            "(leave selection, exclude_zero, max_parameter_free and skip_dropout at their defaults)")
         return self
 
     def warmup_steps(self, total_steps):
@@ -69,6 +82,7 @@ class SearchRemedies:
 
 @gin.configurable("search_remedies")
 def search_remedies(attention_warmup=0.0, exclude_zero=False, selection="coefficients", perturbation_top_k=3,
-                    max_parameter_free=None):
+                    max_parameter_free=None, skip_dropout=0.0):
     """The bound SearchRemedies (gin `search_remedies.*`)."""
-    return SearchRemedies(attention_warmup, exclude_zero, selection, perturbation_top_k, max_parameter_free)
+    return SearchRemedies(attention_warmup, exclude_zero, selection, perturbation_top_k, max_parameter_free,
+                          skip_dropout)

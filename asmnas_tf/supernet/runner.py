@@ -221,7 +221,8 @@ def _search(arrays, model_dir, method, epochs, batch_size, selection_batch_size,
     with strategy.scope():
         weight_optimizer = search_optimizer(total_steps=epochs * steps_per_epoch)
         if method == "asm":
-            model = build_supernet(arrays.image_shape, arrays.num_classes, **supernet_kwargs)
+            model = build_supernet(arrays.image_shape, arrays.num_classes,
+                                   **{**supernet_kwargs, "skip_dropout": remedies.skip_dropout})
             if isinstance(model, DartsModel):
                 raise UserError("build_supernet.mixing='alpha' is DARTS: set run_search.method to darts1 or darts2")
             model.attention_warmup_steps = remedies.warmup_steps(epochs * steps_per_epoch)  # before the trace
@@ -231,7 +232,8 @@ def _search(arrays, model_dir, method, epochs, batch_size, selection_batch_size,
                                    **{**supernet_kwargs, "mixing": "path", "path_seed": seed})
             compile_supernet(model, weight_optimizer)
         else:
-            model = build_supernet(arrays.image_shape, arrays.num_classes, **{**supernet_kwargs, "mixing": "alpha"})
+            model = build_supernet(arrays.image_shape, arrays.num_classes,
+                                   **{**supernet_kwargs, "mixing": "alpha", "skip_dropout": remedies.skip_dropout})
             compile_darts(model, weight_optimizer, architecture_optimizer(), second_order=method == "darts2")
     build_s = time.perf_counter() - started
     print(
