@@ -4,6 +4,8 @@ Same weights in, same outputs and gradients out (SPEC §2-3), in training
 mode (batch statistics) and inference mode (moving statistics).
 """
 
+import collections
+
 import gin
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from asmnas_tf.layers import ops
 from asmnas_tf.layers.attention import ArchitectureAttention
 from asmnas_tf.layers.mixed_edge import MixedEdge
 from asmnas_tf.space.primitives import PRIMITIVES
+from fused_kernels import count_kernel_calls
 
 C = 8
 
@@ -51,11 +54,21 @@ def _pair(stride, hidden=8, size=7, seed=0):
 
 
 @pytest.fixture(params=[True, False], ids=["fused_kernels", "tensorflow_ops"])
-def attention_path(request):
-    """ASM's training edge on the fused CPU kernels (the default where built) or on TensorFlow ops."""
+def attention_path(request, monkeypatch):
+    """ASM's training edge on the fused CPU kernels (the default where built) or on TensorFlow ops.
+
+    Yields the kernels' call counts on the fused path (it fails where the
+    set-up built no kernels: `fused_kernels.py`), None on TensorFlow ops.
+    """
+    calls = count_kernel_calls(monkeypatch) if request.param else None
     gin.bind_parameter("use_fused_attention.enabled", request.param)
-    yield request.param
+    yield calls
     gin.clear_config()
+
+
+def _assert_kernel_calls(calls, forward, backward):
+    if calls is not None:  # the fused path
+        assert calls == collections.Counter(asm_attend_forward=forward, asm_attend_backward=backward)
 
 
 @pytest.mark.parametrize("training", [True, False])
@@ -64,6 +77,7 @@ def test_fused_edge_matches_reference(stride, training, attention_path):
     x, candidates, attention, edge, _ = _pair(stride)
     ref_mixed, ref_coeffs = attention([op(x, training=training) for op in candidates.values()])
     mixed, coeffs = edge(x, training=training)
+    _assert_kernel_calls(attention_path, forward=int(training), backward=0)  # inference keeps the TensorFlow ops
     np.testing.assert_allclose(np.asarray(coeffs), np.asarray(ref_coeffs), atol=1e-5)
     np.testing.assert_allclose(np.asarray(mixed), np.asarray(ref_mixed), atol=1e-5)
 
@@ -87,6 +101,7 @@ def test_fused_edge_gradients_match_reference(stride, coefficient_loss, attentio
     names = [name for name, _, _ in edge.pieces]
     ref_grads = tape.gradient(ref_loss, [x] + [ref_w[n] for n in names])
     grads = tape.gradient(loss, [x, edge.kernel])
+    _assert_kernel_calls(attention_path, forward=1, backward=1)
     np.testing.assert_allclose(np.asarray(grads[0]), np.asarray(ref_grads[0]), atol=1e-5)
     flat_ref = np.concatenate([np.asarray(g).ravel() for g in ref_grads[1:]])
     np.testing.assert_allclose(np.asarray(grads[1]), flat_ref, atol=1e-5)
@@ -205,6 +220,7 @@ def test_training_gradients_with_an_unknown_batch_equal_the_static_ones(attentio
 
     start = edge.get_weights()
     static = [np.asarray(g) for g in grads(x)]
+    _assert_kernel_calls(attention_path, forward=1, backward=1)
     edge.set_weights(start)
     unknown = tf.function(grads, input_signature=[tf.TensorSpec((None, 7, 7, C))])
     assert unknown.get_concrete_function().structured_outputs[0].shape.as_list() == [None, 7, 7, C]

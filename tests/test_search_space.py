@@ -6,6 +6,8 @@ telemetry's parameter-free set and the evaluation network with no other
 change; the DARTS space's layout is the one the edge always had.
 """
 
+import collections
+
 import gin
 import numpy as np
 import pytest
@@ -21,6 +23,7 @@ from asmnas_tf.space.op_table import OpSpec
 from asmnas_tf.space.search_space import DARTS_SPACE, make_space
 from asmnas_tf.supernet import diagnostics
 from asmnas_tf.supernet.selection import select_genotype
+from fused_kernels import count_kernel_calls
 
 C = 8
 TOY = OpSpec("dil_conv_3x3_d4", "dil_conv", "dil3d4", 3, 4)
@@ -105,8 +108,9 @@ def _reference_weights(primitives, candidates, attention, stride):
 @pytest.mark.parametrize("fused", [True, False], ids=["fused_kernels", "tensorflow_ops"])
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("stride", [1, 2])
-def test_toy_op_reaches_the_fused_edge(toy_space, stride, training, fused):
+def test_toy_op_reaches_the_fused_edge(toy_space, stride, training, fused, monkeypatch):
     """The fused edge of the toy space equals its reference layers (make_op from the table) to 1e-5."""
+    calls = count_kernel_calls(monkeypatch) if fused else None
     gin.bind_parameter("use_fused_attention.enabled", fused)
     x = tf.constant(np.random.default_rng(0).normal(size=(3, 9, 9, C)).astype("float32"))
     candidates = {name: ops.make_op(name, C, stride, affine=False, pool_batch_norm=True)
@@ -137,6 +141,8 @@ def test_toy_op_reaches_the_fused_edge(toy_space, stride, training, fused):
         slot = edge.bn_slots.index("dil3d4")
         np.testing.assert_allclose(np.asarray(edge.moving_mean)[slot],
                                    np.asarray(candidates["dil_conv_3x3_d4"].bn.moving_mean), atol=1e-5)
+    if fused:  # training: one forward, a backward per tape.gradient of `loss`; inference keeps TensorFlow ops
+        assert calls == collections.Counter(asm_attend_forward=int(training), asm_attend_backward=2 * int(training))
 
 
 def test_toy_space_supernet_selection_and_eval_net(toy_space):
