@@ -19,8 +19,11 @@ from asmnas_tf._version import __version__
 _EXPORTS = {
     "search": "asmnas_tf.supernet.runner",
     "SearchResult": "asmnas_tf.supernet.runner",
+    "SearchConfig": "asmnas_tf.supernet.runner",
+    "SearchRemedies": "asmnas_tf.supernet.remedies",
     "train": "asmnas_tf.evaluation.runner",
     "TrainResult": "asmnas_tf.evaluation.runner",
+    "TrainConfig": "asmnas_tf.evaluation.runner",
     "export": "asmnas_tf.evaluation.export",
     "build_supernet": "asmnas_tf.supernet.builder",
     "select_genotype": "asmnas_tf.supernet.selection",

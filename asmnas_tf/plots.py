@@ -16,7 +16,6 @@ the output is c_{k}.
 """
 
 import dataclasses
-import json
 import math
 import os
 import shutil
@@ -27,13 +26,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle, FancyArrowPatch, Rectangle
 
-from asmnas_tf.space.genotype import read_genotype
+
 from asmnas_tf.space.primitives import reduction_indices
 from asmnas_tf.space.search_space import search_space
-from asmnas_tf.runtime.run_dir import ATTENTION_FILE, GENOTYPE_FILE, PLOTS_DIR
+from asmnas_tf.rundir.run_dir import RunDir
 from asmnas_tf.errors import UserError
 from asmnas_tf.names import CONFIDENT
-from asmnas_tf.runtime.atomic_write import write_file_atomic
+from asmnas_tf.rundir.atomic_write import write_file_atomic
 
 FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
 DPI = 100
@@ -433,11 +432,15 @@ def write_run_plots(model_dir):
     Writes plots/attention.png if attention.json exists and
     plots/cells/cellNN.png if genotype.json exists; returns the written paths.
     """
-    plots = os.path.join(model_dir, PLOTS_DIR)
+    run = RunDir(model_dir)
+    plots = run.plots
     written = []
-    attention_path = os.path.join(model_dir, ATTENTION_FILE)
-    if os.path.isfile(attention_path):
-        coeffs, reductions, num_samples, confidence = _read_attention(attention_path)
+    record = run.read_attention()
+    if record is not None:
+        primitives = search_space().primitives
+        if record.primitives != primitives:
+            raise UserError(f"{run.attention_path}: primitives {list(record.primitives)} (expected {list(primitives)})")
+        coeffs, reductions, num_samples, confidence = record[:4]
         os.makedirs(plots, exist_ok=True)
         path = os.path.join(plots, "attention.png")
         title = "Mean attention coefficients per cell (argmax outlined)"
@@ -449,29 +452,9 @@ def write_run_plots(model_dir):
                       f"{CONFIDENT:.0%} bootstrap confidence")
         plot_attention_heatmaps(coeffs, path, title=title, reductions=reductions, confidence=confidence)
         written.append(path)
-    genotype_path = os.path.join(model_dir, GENOTYPE_FILE)
-    if os.path.isfile(genotype_path):
-        genotype = read_genotype(genotype_path)
-        written += draw_genotype(genotype, os.path.join(plots, "cells"))
+    if os.path.isfile(run.genotype_path):
+        written += draw_genotype(run.read_genotype(), os.path.join(plots, "cells"))
     return written
-
-
-def _read_attention(path):
-    # selection.read_attention's format, read here: selection imports TensorFlow.
-    with open(path, encoding="utf-8") as f:
-        record = json.load(f)
-    try:
-        cells = record["cells"]
-        coeffs = np.array([cell["coefficients"] for cell in cells], dtype=np.float64)
-        reductions = [i for i, cell in enumerate(cells) if cell.get("reduction")]
-        boot = [cell.get("argmax_confidence") for cell in cells]
-        confidence = None if any(b is None for b in boot) else np.array(boot, dtype=np.float64)
-    except (KeyError, TypeError, ValueError) as err:
-        raise UserError(f"{path}: not an attention.json record ({err})") from None
-    primitives = list(search_space().primitives)
-    if list(record.get("primitives", primitives)) != primitives:
-        raise UserError(f"{path}: primitives {record['primitives']} (expected {primitives})")
-    return coeffs, reductions, record.get("num_samples"), confidence
 
 
 # ---------------------------------------------------------------- files

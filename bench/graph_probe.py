@@ -84,7 +84,7 @@ def _build(keras):
     """The model of --what, compiled with its optimizer; the build's seconds."""
     from asmnas_tf.evaluation.builder import build_eval_net, resolve_genotype
     from asmnas_tf.evaluation.model import compile_eval_model
-    from asmnas_tf.runtime.optim import search_optimizer
+    from asmnas_tf.training.optim import search_optimizer
     from asmnas_tf.supernet.model import compile_supernet
     from asmnas_tf.supernet.builder import build_supernet
 
@@ -107,7 +107,7 @@ def _step(tf, keras):
     model, shape, build_s = _build(keras)
     x = tf.constant(np.random.default_rng(0).normal(size=(FLAGS.batch, *shape)).astype("float32"))
     y = tf.constant(np.arange(FLAGS.batch) % 10, dtype=tf.int32)
-    from asmnas_tf.runtime.train_loop import replica_step
+    from asmnas_tf.training.train_loop import replica_step
 
     # As bin/search and bin/train trace it (plain Python, no AutoGraph), unless --autograph.
     step = tf.function(model.train_step if FLAGS.autograph else replica_step(model.train_step))
@@ -187,7 +187,7 @@ def main(argv):
     import keras
     import tensorflow as tf
 
-    from asmnas_tf.runtime.cpu_threads import one_thread_per_op_on_cpu
+    from asmnas_tf.host.cpu_threads import one_thread_per_op_on_cpu
 
     # Before anything runs: the pools are made when the runtime starts (bound: make_strategy reads it too).
     gin.bind_parameter("one_thread_per_op_on_cpu.enabled", FLAGS.one_thread_per_op)
@@ -201,7 +201,7 @@ def main(argv):
         options = {"disable_meta_optimizer": True} if "all" in names else {name: False for name in names}
         tf.config.optimizer.set_experimental_options(options)
     # After set_experimental_options, which resets the function-call options.
-    from asmnas_tf.runtime.graph_options import lean_grappler_on_cpu, set_rewriter_fields
+    from asmnas_tf.host.graph_options import lean_grappler_on_cpu, set_rewriter_fields
     from asmnas_tf.layers.mixed_edge import set_edge_graph_mode
 
     set_edge_graph_mode(FLAGS.edge_graph)

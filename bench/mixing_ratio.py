@@ -22,7 +22,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from asmnas_tf.runtime.malloc_arenas import disable_fastbins, limit_malloc_arenas  # noqa: E402
+from asmnas_tf.host.malloc_arenas import disable_fastbins, limit_malloc_arenas  # noqa: E402
 
 # As the commands (cli.py): before TensorFlow starts its threads.
 limit_malloc_arenas()
@@ -47,8 +47,8 @@ def _step_function(mixing):
     """The train step of the supernet with `mixing` (built and compiled), traced as `bin/search` traces it."""
     import tensorflow as tf
 
-    from asmnas_tf.runtime.optim import search_optimizer
-    from asmnas_tf.runtime.train_loop import replica_step
+    from asmnas_tf.training.optim import search_optimizer
+    from asmnas_tf.training.train_loop import replica_step
     from asmnas_tf.supernet.builder import build_supernet
     from asmnas_tf.supernet.model import compile_supernet
 
@@ -82,8 +82,8 @@ def main(argv):
     import tensorflow as tf
 
     from asmnas_tf.kernels import fused_attention
-    from asmnas_tf.runtime.cpu_threads import one_thread_per_op_on_cpu
-    from asmnas_tf.runtime.graph_options import lean_grappler_on_cpu
+    from asmnas_tf.host.cpu_threads import one_thread_per_op_on_cpu
+    from asmnas_tf.host.graph_options import lean_grappler_on_cpu
 
     one_thread_per_op_on_cpu()
     lean_grappler_on_cpu()

@@ -37,9 +37,9 @@ def main(argv):
     import numpy as np
     import tensorflow as tf
 
-    from asmnas_tf.runtime import grad_clip
+    from asmnas_tf.training import grad_clip
 
-    from asmnas_tf.runtime import optim
+    from asmnas_tf.training import optim
     from asmnas_tf.supernet.builder import build_supernet
 
     if FLAGS.reference_update:

@@ -18,7 +18,7 @@ def _update_step(self, gradient, variable, learning_rate):
 
 
 def _clip_by_global_norm(gradients, clipnorm):
-    from asmnas_tf.runtime.grad_clip import all_reduce_sum
+    from asmnas_tf.training.grad_clip import all_reduce_sum
 
     global_gradients = all_reduce_sum(gradients)
     norm_sq = ops.sum(ops.stack([ops.sum(ops.square(g)) for g in global_gradients]))
@@ -28,8 +28,8 @@ def _clip_by_global_norm(gradients, clipnorm):
 
 def use():
     from asmnas_tf.evaluation import model as eval_model
-    from asmnas_tf.runtime import grad_clip
-    from asmnas_tf.runtime import optim
+    from asmnas_tf.training import grad_clip
+    from asmnas_tf.training import optim
     from asmnas_tf.supernet import model as search_model
 
     optim.CoupledSGD.update_step = _update_step

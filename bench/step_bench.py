@@ -21,7 +21,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from asmnas_tf.runtime.malloc_arenas import disable_fastbins, limit_malloc_arenas  # noqa: E402
+from asmnas_tf.host.malloc_arenas import disable_fastbins, limit_malloc_arenas  # noqa: E402
 
 # As the commands do (cli.py), unless --nolimit_malloc_arenas / --nodisable_fastbins: set before
 # TensorFlow starts its threads.
@@ -135,15 +135,15 @@ def main(argv):
     import tensorflow as tf
 
     from asmnas_tf.supernet.darts import architecture_optimizer, compile_darts
-    from asmnas_tf.runtime import train_loop
-    from asmnas_tf.runtime.distribute import make_strategy
+    from asmnas_tf.training import train_loop
+    from asmnas_tf.host.distribute import make_strategy
     from asmnas_tf.evaluation.model import compile_eval_model
     from asmnas_tf.kernels import fused_attention
-    from asmnas_tf.runtime.cpu_threads import one_thread_per_op_on_cpu
-    from asmnas_tf.runtime.graph_options import lean_grappler_on_cpu, set_rewriter_fields
+    from asmnas_tf.host.cpu_threads import one_thread_per_op_on_cpu
+    from asmnas_tf.host.graph_options import lean_grappler_on_cpu, set_rewriter_fields
     from asmnas_tf.layers.mixed_edge import set_edge_graph_mode
     from asmnas_tf.evaluation.builder import build_eval_net, resolve_genotype
-    from asmnas_tf.runtime.optim import search_optimizer
+    from asmnas_tf.training.optim import search_optimizer
     from asmnas_tf.supernet.model import compile_supernet
     from asmnas_tf.supernet.builder import build_supernet
 

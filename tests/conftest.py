@@ -22,7 +22,7 @@ _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
 )
-from asmnas_tf.runtime.cpu_threads import one_thread_per_op_on_cpu  # noqa: E402
+from asmnas_tf.host.cpu_threads import one_thread_per_op_on_cpu  # noqa: E402
 
 one_thread_per_op_on_cpu()
 

@@ -1,7 +1,7 @@
 """The bad-input corpus (issue 6): a user's mistake never costs a run or a file.
 
 Every case runs a real entry point (bin/search, bin/train, bin/export) in a
-subprocess and checks the contract of `asmnas_tf.runtime.cli`:
+subprocess and checks the contract of `asmnas_tf.commands.cli`:
 
 * exit status 2;
 * the last line of stderr is `error: ...` and names the problem (the flag,
@@ -180,7 +180,7 @@ def _run_dir_in_use(d):
 
 def _config_text(args):
     """The config.gin a command with `args` (--gin_file/--gin_param only) writes: parsed in a subprocess."""
-    code = ("import sys; from asmnas_tf.runtime import cli; from asmnas_tf.supernet import runner; "
+    code = ("import sys; from asmnas_tf.commands import cli; from asmnas_tf.supernet import runner; "
             "files = [a.split('=', 1)[1] for a in sys.argv[1:] if a.startswith('--gin_file=')]; "
             "params = [a.split('=', 1)[1] for a in sys.argv[1:] if a.startswith('--gin_param=')]; "
             "sys.stdout.write(cli.parse_gin(files, params))")

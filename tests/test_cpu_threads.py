@@ -1,4 +1,4 @@
-"""TensorFlow's thread pools on a CPU host (`runtime/cpu_threads.py`), each case in a fresh process.
+"""TensorFlow's thread pools on a CPU host (`host/cpu_threads.py`), each case in a fresh process.
 
 The pools are fixed when TensorFlow's runtime starts, so what a command
 gets is only seen in a process of its own: the pools TensorFlow reports
@@ -13,12 +13,12 @@ import sys
 import pytest
 
 from asmnas_tf.errors import UserError
-from asmnas_tf.runtime.cpu_threads import available_cores, one_thread_per_op_on_cpu
+from asmnas_tf.host.cpu_threads import available_cores, one_thread_per_op_on_cpu
 
 PROBE = r"""
 import os, sys
 import tensorflow as tf
-from asmnas_tf.runtime.cpu_threads import one_thread_per_op_on_cpu
+from asmnas_tf.host.cpu_threads import one_thread_per_op_on_cpu
 mode = sys.argv[1]
 if mode == "one_core":
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # as `taskset -c N` would
@@ -26,7 +26,7 @@ if mode == "started":
     tf.constant(1.0) + 1.0  # the runtime starts here, with TensorFlow's default pools
 kwargs = {"inter_op": 3} if mode == "three" else {"enabled": False} if mode == "disabled" else {}
 if mode == "strategy":  # what every command and API run does first
-    from asmnas_tf.runtime.distribute import make_strategy
+    from asmnas_tf.host.distribute import make_strategy
     make_strategy()
     applied = True
 else:

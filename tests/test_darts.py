@@ -14,19 +14,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from asmnas_tf.runtime import cli
+from asmnas_tf.commands import cli
 
 from asmnas_tf.layers import op_math
 
-from asmnas_tf.runtime import run_dir
+from asmnas_tf.rundir import run_dir
 
 from asmnas_tf.supernet import runner as search
 from asmnas_tf.layers.alphas import ArchitectureParameters
 from asmnas_tf.supernet.darts import ARCHITECTURE, CoupledAdam, DartsModel, compile_darts, step_functions
-from asmnas_tf.runtime.distribute import make_strategy
+from asmnas_tf.host.distribute import make_strategy
 from asmnas_tf.space.genotype import read_genotype
 from asmnas_tf.layers.mixed_edge import MixedEdge
-from asmnas_tf.runtime.optim import CoupledSGD
+from asmnas_tf.training.optim import CoupledSGD
 from asmnas_tf.space.primitives import EDGES, PRIMITIVES
 from asmnas_tf.supernet.selection import mean_coefficients, select_genotype
 from asmnas_tf.supernet.builder import build_supernet

@@ -14,6 +14,7 @@ import tensorflow as tf
 from asmnas_tf.data import (DataError, channel_stats, load_arrays, make_dataset,
                             read_idx, split_halves)
 from asmnas_tf.data import sources
+from asmnas_tf.errors import UserError
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -330,6 +331,21 @@ def test_flip_only_is_identity_or_mirror():
         else:
             np.testing.assert_array_equal(pixels, x[label])
     assert 0 < flips < 16
+
+
+@pytest.mark.parametrize("flip, dataset, flipped", [
+    ("auto", "fashion_mnist", True), ("auto", "cifar10", True), ("auto", "my_digits", False),
+    ("auto", None, False), (True, "my_digits", True), (False, "fashion_mnist", False)])
+def test_auto_flips_only_the_mirror_invariant_datasets(flip, dataset, flipped):
+    x, y = _images(n=16)
+    ds = make_dataset(x, y, 16, training=True, mean=[0, 0, 0], std=[1, 1, 1], crop_padding=0, flip=flip,
+                      seed=1, dataset=dataset)
+    images, labels = next(iter(ds))
+    mirrored = sum(np.array_equal(np.round(image * 255.0).astype(np.uint8), x[label][:, ::-1])
+                   for image, label in zip(images.numpy(), labels.numpy()))
+    assert (mirrored > 0) is flipped  # seed 1 mirrors 0 < k < 16 of them when it flips (the test above)
+    with pytest.raises(UserError, match=r"^make_dataset.flip='yes': expected True, False or 'auto'"):
+        make_dataset(x, y, 16, training=True, mean=[0, 0, 0], std=[1, 1, 1], flip="yes")
 
 
 def test_cutout_zeroes_one_clipped_square():

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT, TINY_SEARCH, gin_params, needs_fashion_mnist
 
-from asmnas_tf.runtime import cli
+from asmnas_tf.commands import cli
 from asmnas_tf.experiments import compare, stability, timing
 from asmnas_tf.errors import UserError
 from asmnas_tf.space.genotype import random_genotype, read_genotype, to_dict

@@ -20,8 +20,8 @@ import keras
 import numpy as np
 import pytest
 
-from asmnas_tf.runtime import checkpoints, run_lock
-from asmnas_tf.runtime.checkpoints import CheckpointError, load_state, read_state, save_state
+from asmnas_tf.rundir import checkpoints, run_lock
+from asmnas_tf.rundir.checkpoints import CheckpointError, load_state, read_state, save_state
 from conftest import REPO_ROOT
 
 
@@ -175,7 +175,7 @@ def test_keep_must_be_a_positive_integer():
 
 HOLDER = """
 import sys, time
-from asmnas_tf.runtime import run_lock
+from asmnas_tf.rundir import run_lock
 run_lock.acquire(sys.argv[1])
 print("held", flush=True)
 time.sleep(600)
@@ -237,7 +237,7 @@ def test_two_processes_racing_for_a_lock_one_wins(tmp_path):
     stdin to close), so a slow start of one (a loaded machine, tests run in
     parallel) cannot let it take a lock the other already gave back.
     """
-    race = ("import sys; from asmnas_tf.runtime import run_lock\n"
+    race = ("import sys; from asmnas_tf.rundir import run_lock\n"
             "try:\n    run_lock.acquire(sys.argv[1]); print('won', flush=True)\n"
             "except run_lock.RunDirInUseError: print('lost', flush=True)\n"
             "sys.stdin.read()\n")
@@ -262,7 +262,7 @@ def test_two_processes_racing_for_a_lock_one_wins(tmp_path):
 
 
 def test_signals_only_set_the_request_and_a_second_ctrl_c_interrupts():
-    from asmnas_tf.runtime.stop_signals import stop_on_signals
+    from asmnas_tf.rundir.stop_signals import stop_on_signals
 
     before = signal.getsignal(signal.SIGTERM)
     with stop_on_signals() as request:
@@ -289,8 +289,8 @@ class _SignalAtStep(keras.callbacks.Callback):
 def test_a_signal_while_training_saves_the_state_at_that_step(tmp_path, signum, status):
     import tensorflow as tf
 
-    from asmnas_tf.runtime.stop_signals import RunStopped
-    from asmnas_tf.runtime.train_loop import fit
+    from asmnas_tf.rundir.stop_signals import RunStopped
+    from asmnas_tf.training.train_loop import fit
 
     model = _model(0)
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")

@@ -246,7 +246,7 @@ def gin_checks():
     import gin
 
     from asmnas_tf.evaluation import runner as train_runner
-    from asmnas_tf.runtime import cli
+    from asmnas_tf.commands import cli
     from asmnas_tf.supernet import runner as search_runner
 
     yield gin, cli, search_runner, train_runner
@@ -268,28 +268,8 @@ def test_binding_checks_refuse_with_one_line(gin_checks, search_param, train_par
                 f"run_train.{train_param} = {_literal(train_value)}"]
     if _only_user_errors(cli.parse_gin, [], bindings) is None:
         return
-    search = gin.query_parameter  # the values gin will pass, as the runners receive them
-    values = {p: _bound(search, "run_search", p) for p in SEARCH_PARAMS if p != "deterministic"}
-    _only_user_errors(search_runner._check_search_arguments, **_with_defaults(search_runner.run_search, values))
-    values = {p: _bound(search, "run_train", p) for p in TRAIN_PARAMS}
-    _only_user_errors(train_runner._check_train_arguments, **_with_defaults(train_runner.run_train, values))
-
-
-_UNSET = object()
-
-
-def _bound(query, configurable, parameter):
-    try:
-        return query(f"{configurable}.{parameter}")
-    except ValueError:
-        return _UNSET
-
-
-def _with_defaults(configurable, values):
-    import inspect
-
-    signature = inspect.signature(configurable.__wrapped__ if hasattr(configurable, "__wrapped__") else configurable)
-    return {name: (signature.parameters[name].default if value is _UNSET else value) for name, value in values.items()}
+    _only_user_errors(lambda: search_runner.SearchConfig().check())  # the config object gin builds
+    _only_user_errors(lambda: train_runner.TrainConfig().check())
 
 
 def test_every_fuzzer_ran_its_examples():

@@ -6,7 +6,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2
 from tensorflow.python.eager import context
 
-from asmnas_tf.runtime import graph_options
+from asmnas_tf.host import graph_options
 
 Rewriter = rewriter_config_pb2.RewriterConfig
 

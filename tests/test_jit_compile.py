@@ -15,9 +15,9 @@ from asmnas_tf.errors import UserError
 from asmnas_tf.evaluation.builder import build_eval_net, resolve_genotype
 from asmnas_tf.evaluation.model import compile_eval_model
 from asmnas_tf.layers import mixed_edge
-from asmnas_tf.runtime import train_loop
-from asmnas_tf.runtime.distribute import make_strategy
-from asmnas_tf.runtime.optim import CoupledSGD
+from asmnas_tf.training import train_loop
+from asmnas_tf.host.distribute import make_strategy
+from asmnas_tf.training.optim import CoupledSGD
 from asmnas_tf.supernet import runner as search
 from asmnas_tf.supernet.builder import build_supernet
 from asmnas_tf.supernet.darts import architecture_optimizer, compile_darts, step_functions
@@ -109,7 +109,7 @@ def test_xla_with_two_replicas_or_a_bad_value_is_one_line(tmp_path):
             gin.bind_parameter("jit_compile_step.enabled", value)
         try:
             with pytest.raises(UserError, match=message):
-                search.run_search(str(run), epochs=1)  # the tests' default strategy has two replicas
+                search.run_search(str(run), search.search_config(epochs=1))  # the tests' default strategy has two replicas
         finally:
             gin.clear_config()
         assert not run.exists()

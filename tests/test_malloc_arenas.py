@@ -1,4 +1,4 @@
-"""The commands' malloc settings (`runtime/malloc_arenas.py`): counted from glibc's own reports.
+"""The commands' malloc settings (`host/malloc_arenas.py`): counted from glibc's own reports.
 
 A fresh process allocates from 8 threads at once; `malloc_info` lists one
 <heap> per arena. Unlimited, glibc opens one per thread (up to 8 per core);
@@ -13,7 +13,7 @@ import pytest
 
 PROBE = r"""
 import ctypes, ctypes.util, re, sys, tempfile, threading
-from asmnas_tf.runtime.malloc_arenas import limit_malloc_arenas
+from asmnas_tf.host.malloc_arenas import limit_malloc_arenas
 applied = limit_malloc_arenas() if sys.argv[1] == "limit" else None
 libc = ctypes.CDLL(ctypes.util.find_library("c"))
 libc.malloc.restype = ctypes.c_void_p
@@ -62,7 +62,7 @@ def test_two_arenas_at_most_when_limited_and_a_users_setting_is_kept():
 # before any large allocation, which would merge them back).
 FASTBIN_PROBE = r"""
 import ctypes, ctypes.util, sys
-from asmnas_tf.runtime.malloc_arenas import disable_fastbins
+from asmnas_tf.host.malloc_arenas import disable_fastbins
 class Mallinfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in
                 ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",

@@ -1,4 +1,4 @@
-"""Freed heap memory back to the OS during a first call (`runtime/malloc_trim.py`), in RSS.
+"""Freed heap memory back to the OS during a first call (`host/malloc_trim.py`), in RSS.
 
 A fresh process fills 100 MB of small heap chunks, keeps one chunk above
 them (so that glibc cannot give the memory back by lowering the heap's
@@ -14,7 +14,7 @@ import pytest
 
 PROBE = r"""
 import ctypes, ctypes.util, sys, threading, time
-from asmnas_tf.runtime.malloc_trim import trimming_freed_memory
+from asmnas_tf.host.malloc_trim import trimming_freed_memory
 libc = ctypes.CDLL(ctypes.util.find_library("c"))
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]

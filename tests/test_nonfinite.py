@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from conftest import needs_fashion_mnist
 
-from asmnas_tf.runtime import cli
+from asmnas_tf.commands import cli
 
 from asmnas_tf.supernet import runner as search
-from asmnas_tf.runtime.callbacks import NonFiniteLossError
-from asmnas_tf.runtime.train_loop import read_state
+from asmnas_tf.training.callbacks import NonFiniteLossError
+from asmnas_tf.training.train_loop import read_state
 
 BINDINGS = [
     "load_arrays.train_subset = 256", "load_arrays.test_subset = 64", "build_supernet.num_cells = 1",

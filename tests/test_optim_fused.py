@@ -4,9 +4,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from asmnas_tf.runtime import optim
-from asmnas_tf.runtime.distribute import make_strategy
-from asmnas_tf.runtime.grad_clip import clip_by_global_norm
+from asmnas_tf.training import optim
+from asmnas_tf.host.distribute import make_strategy
+from asmnas_tf.training.grad_clip import clip_by_global_norm
 
 
 def test_fused_update_matches_pytorch_on_several_variables_and_keeps_the_buffers():

@@ -17,8 +17,8 @@ import asmnas_tf
 from conftest import REPO_ROOT, needs_fashion_mnist
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-PUBLIC = {"__version__", "search", "SearchResult", "train", "TrainResult", "export", "build_supernet",
-          "select_genotype", "build_eval_net", "Genotype", "Cell", "Edge", "read_genotype", "write_genotype",
+PUBLIC = {"__version__", "search", "SearchResult", "SearchConfig", "SearchRemedies", "train", "TrainResult",
+          "TrainConfig", "export", "build_supernet", "select_genotype", "build_eval_net", "Genotype", "Cell", "Edge", "read_genotype", "write_genotype",
           "named_genotype", "PRIMITIVES", "load_arrays", "as_image_arrays", "ImageArrays", "UserError"}
 
 
@@ -38,7 +38,7 @@ def _python(code, target, cwd):
 
 
 def test_installed_package_imports_from_its_own_folder_with_its_configs(installed, tmp_path):
-    code = ("import os, asmnas_tf; from asmnas_tf.runtime import cli; "
+    code = ("import os, asmnas_tf; from asmnas_tf.commands import cli; "
             "print(asmnas_tf.__file__); print(cli.GIN_DIR); print(asmnas_tf.__version__); "
             "print(sorted(os.listdir(os.path.join(cli.GIN_DIR, 'search'))))")
     result = _python(code, installed, tmp_path)
@@ -118,7 +118,7 @@ def test_experiment_command_flag_errors_are_one_line_exit_2(args, message, tmp_p
 _ERROR_SPLIT = """
 import sys
 from asmnas_tf.errors import UserError
-from asmnas_tf.runtime import cli
+from asmnas_tf.commands import cli
 def fail():
     raise {cls}("{message}")
 cli.run(fail)

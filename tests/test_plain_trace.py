@@ -15,8 +15,8 @@ from tensorflow.python.autograph.impl import api as autograph_api
 
 from asmnas_tf.evaluation.builder import build_eval_net, resolve_genotype
 from asmnas_tf.evaluation.model import compile_eval_model
-from asmnas_tf.runtime import train_loop
-from asmnas_tf.runtime.optim import CoupledSGD
+from asmnas_tf.training import train_loop
+from asmnas_tf.training.optim import CoupledSGD
 
 
 def _model():

@@ -11,7 +11,8 @@ import pytest
 from asmnas_tf import plots
 from asmnas_tf.space.genotype import Cell, Edge, write_genotype
 from asmnas_tf.space.primitives import EDGES, PRIMITIVES
-from asmnas_tf.supernet.selection import select_genotype, write_attention
+from asmnas_tf.rundir.run_dir import RunDir
+from asmnas_tf.supernet.selection import select_genotype
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -145,7 +146,7 @@ def test_draw_cell_refuses_an_unknown_backend(tmp_path):
 
 def test_write_run_plots_redraws_the_plots_directory(tmp_path):
     coeffs = _dirichlet(3, seed=7)
-    write_attention(tmp_path / "attention.json", coeffs, 100)
+    RunDir(tmp_path).write_attention(coeffs, 100)
     write_genotype(tmp_path / "genotype.json", select_genotype(coeffs, "argmax", {"method": "asm"}))
     written = plots.write_run_plots(tmp_path)
     cells = tmp_path / "plots" / "cells"

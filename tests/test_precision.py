@@ -1,4 +1,4 @@
-"""Mixed precision (issue 14, `runtime/precision.py`): loss scaling in our own train steps.
+"""Mixed precision (issue 14, `training/precision.py`): loss scaling in our own train steps.
 
 On a tiny supernet, evaluation network and DARTS supernet: one step under
 'mixed_float16' (loss-scaled) and 'mixed_bfloat16' moves the weights as the
@@ -15,9 +15,9 @@ import tensorflow as tf
 from asmnas_tf.errors import UserError
 from asmnas_tf.evaluation.builder import build_eval_net, resolve_genotype
 from asmnas_tf.evaluation.model import compile_eval_model
-from asmnas_tf.runtime import precision
-from asmnas_tf.runtime.grad_clip import clip_by_global_norm
-from asmnas_tf.runtime.optim import CoupledSGD
+from asmnas_tf.training import precision
+from asmnas_tf.training.grad_clip import clip_by_global_norm
+from asmnas_tf.training.optim import CoupledSGD
 from asmnas_tf.supernet import runner as search
 from asmnas_tf.supernet.builder import build_supernet
 from asmnas_tf.supernet.darts import architecture_optimizer, compile_darts
@@ -193,7 +193,7 @@ def test_a_bad_policy_is_one_line_before_any_work(tmp_path):
     try:
         with pytest.raises(UserError, match=r"^precision_policy.policy='float64' is not one of float32, "
                                             r"mixed_float16, mixed_bfloat16\n"):  # then gin's context
-            search.run_search(str(run), epochs=1)
+            search.run_search(str(run), search.search_config(epochs=1))
     finally:
         gin.clear_config()
     assert not run.exists()

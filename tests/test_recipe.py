@@ -26,7 +26,7 @@ from asmnas_tf.evaluation.export import MODEL_FILE, export_saved_model
 from asmnas_tf.evaluation.model import LOGITS, EvalModel
 from asmnas_tf.evaluation.recipe import check_recipe, train_optimizer
 from asmnas_tf.evaluation.tta import softmax, tta_metrics
-from asmnas_tf.runtime.optim import CoupledSGD
+from asmnas_tf.training.optim import CoupledSGD
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
 SHAPE = (8, 8, 1)
@@ -197,6 +197,7 @@ def averaged_run(tmp_path_factory):
         gin.bind_parameter("train_optimizer.ema_decay", 0.6)
         gin.bind_parameter("train_optimizer.learning_rate", 0.1)
         gin.bind_parameter("make_dataset.crop_padding", 0)
+        gin.bind_parameter("make_dataset.flip", True)  # numpy arrays: 'auto' would not flip them
     try:
         result = nas.train("DARTS_V2", x, y, x_test, y_test, num_cells=2, channels=4,
                            network_options={"auxiliary": False}, batch_size=16, epochs=3, drop_path=0.0,
@@ -211,12 +212,32 @@ def test_tested_weights_are_numpys_ema_of_the_trajectory(averaged_run):
     result, trajectory, _, _ = averaged_run
     assert len(trajectory) == 9 and result.results["weight_average"] is True
     average = [w.astype(np.float64) for w in trajectory[0]]  # Keras: the first step copies the weights
-    for weights in trajectory[1:]:
-        average = [0.6 * a + 0.4 * w for a, w in zip(average, weights)]
+    for step, weights in enumerate(trajectory[1:], 1):
+        m = min(0.6, (1 + step) / (10 + step))  # the warm-up (train_optimizer.ema_warmup, the default)
+        average = [m * a + (1 - m) * w for a, w in zip(average, weights)]
     final = [v.numpy() for v in result.model.trainable_variables]
     assert any(np.max(np.abs(f - w)) > 1e-4 for f, w in zip(final, trajectory[-1]))  # not the last weights
     for f, a in zip(final, average):
         np.testing.assert_allclose(f, a, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("warmup", [False, True])
+def test_the_weight_average_warms_up_as_tensorflows_ema(warmup):
+    """One variable, gradient 1, lr 0.1, no momentum: w_t = -0.1 (t + 1); the average against numpy's."""
+    variable = tf.Variable([0.0])
+    optimizer = CoupledSGD(learning_rate=0.1, momentum=0.0, l2=0.0, use_ema=True, ema_momentum=0.99,
+                           ema_warmup=warmup)
+    optimizer.build([variable])
+    average = None
+    for step in range(30):
+        optimizer.apply([tf.constant([1.0])], [variable])
+        w = -0.1 * (step + 1)
+        m = 0.0 if step == 0 else (min(0.99, (1 + step) / (10 + step)) if warmup else 0.99)
+        average = w if average is None else m * average + (1 - m) * w
+        np.testing.assert_allclose(optimizer._model_variables_moving_average[0].numpy(), [average], rtol=1e-5)
+    # after 30 steps the warm-up's average is near the weights (-3.0), Keras's still near the start
+    assert (average < -2.0) if warmup else (average > -1.0)
+    assert CoupledSGD.from_config(optimizer.get_config()).ema_warmup is warmup
 
 
 def _normalised(result, images):
@@ -261,3 +282,19 @@ def test_served_model_carries_the_average_and_tta_only_when_asked(averaged_run, 
     np.testing.assert_allclose(probabilities[paths[None]], plain, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(probabilities[paths["flip"]], mean, rtol=1e-4, atol=1e-6)
     assert not np.allclose(plain, mean, atol=1e-4)  # the mirror changes the answer: the test can fail
+
+
+def test_flip_tta_is_dropped_with_a_note_where_auto_does_not_flip(capsys):
+    """A user's arrays under make_dataset.flip = 'auto': not flipped in training, so not at test time."""
+    x, y = _tiny_data(32, 0)
+    with gin.unlock_config():
+        gin.bind_parameter("make_dataset.crop_padding", 0)
+    try:
+        result = nas.train("DARTS_V2", x, y, x[:16], y[:16], num_cells=1, channels=4,
+                           network_options={"auxiliary": False}, batch_size=16, epochs=1, drop_path=0.0,
+                           test_time_augmentation="flip", save_every_steps=0, verbose=0)
+    finally:
+        gin.clear_config()
+    assert result.results["test_time_augmentation"] is None and "test_accuracy_single_view" not in result.results
+    assert "note: 'arrays' is not flipped in training (make_dataset.flip = 'auto'" in capsys.readouterr().out
+

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from asmnas_tf.errors import UserError
 from asmnas_tf.layers.mixed_edge import MixedEdge
-from asmnas_tf.runtime.optim import CoupledSGD
+from asmnas_tf.training.optim import CoupledSGD
 from asmnas_tf.space.search_space import DARTS_SPACE, make_space
 from asmnas_tf.supernet.builder import build_supernet
 from asmnas_tf.supernet.model import compile_supernet

@@ -8,7 +8,7 @@ from asmnas_tf.space.primitives import PRIMITIVES
 from asmnas_tf.supernet import rsps
 from asmnas_tf.supernet.builder import PATH_SAMPLER, build_supernet
 from asmnas_tf.supernet.model import compile_supernet
-from asmnas_tf.runtime.optim import CoupledSGD
+from asmnas_tf.training.optim import CoupledSGD
 
 # The kernel pieces of each op of an edge (`mixed_edge._conv_piece_shapes`).
 OP_PIECES = {"sep_conv_3x3": "sep3_", "sep_conv_5x5": "sep5_", "dil_conv_3x3": "dil3_",

@@ -79,6 +79,18 @@ def test_summary_equals_scipy():
     assert paired["mean_difference"] == pytest.approx(np.mean(np.subtract(a, b)))
     assert paired["p"] == pytest.approx(stats.wilcoxon(np.subtract(a, b)).pvalue)
     assert "| x | 4 |" in scoring.summary_markdown(record)
+    same = [dict(row, variant="y", percentile=90.0) for row in rows if row["variant"] == "x"]
+    assert scoring.summarize(same, ("y",))["variants"]["y"]["p_above_50"] is None  # no spread: no test
+
+
+def test_report_scores_the_kept_picks_again_without_a_search(tmp_path):
+    table, finals = _table(tmp_path)
+    scoring.run_score(str(tmp_path / "run"), variants=("random",), seeds=2, table=table)
+    (tmp_path / "run" / "scores.md").unlink()
+    record = scoring.report(str(tmp_path / "run"), ("random",), table)
+    assert record["variants"]["random"]["seeds"] == 2 and (tmp_path / "run" / "scores.md").exists()
+    with pytest.raises(UserError, match="no scores.jsonl with picks to report"):
+        scoring.report(str(tmp_path / "empty"), ("random",), table)
 
 
 @pytest.mark.parametrize("variants, seeds, message", [

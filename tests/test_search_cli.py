@@ -10,7 +10,7 @@ import gin
 import keras
 import pytest
 
-from asmnas_tf.runtime import cli
+from asmnas_tf.commands import cli
 
 from asmnas_tf.supernet import runner as search
 from asmnas_tf.space.genotype import read_genotype

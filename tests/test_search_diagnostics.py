@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from asmnas_tf.layers import op_math
 from asmnas_tf.layers.mixed_edge import MixedEdge
-from asmnas_tf.runtime.optim import CoupledSGD
+from asmnas_tf.training.optim import CoupledSGD
 from asmnas_tf.space.genotype import to_dict
 from asmnas_tf.space.primitives import PRIMITIVES
 from asmnas_tf.supernet import diagnostics
@@ -177,10 +177,10 @@ def test_history_has_the_telemetry_columns_and_no_empty_ones(tiny_search):
 def test_report_compares_with_the_initial_selection(tiny_search):
     _, _, model_dir, result = tiny_search
     report = json.loads((model_dir / "diagnostics.json").read_text())
-    from asmnas_tf.supernet.selection import read_attention
+    from asmnas_tf.rundir.run_dir import RunDir
 
-    initial = read_attention(model_dir / "initial_attention.json")
-    final = read_attention(model_dir / "attention.json")
+    initial = RunDir(model_dir).read_attention(initial=True).coefficients
+    final = RunDir(model_dir).read_attention().coefficients
     assert report["initial_final_agreement"] == pytest.approx(diagnostics.argmax_agreement(initial, final))
     assert report["mean_abs_drift"] == pytest.approx(diagnostics.mean_abs_drift(initial, final), abs=1e-7)
     attention = json.loads((model_dir / "attention.json").read_text())

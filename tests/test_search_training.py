@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from asmnas_tf.runtime import optim
-from asmnas_tf.runtime.distribute import make_strategy
+from asmnas_tf.training import optim
+from asmnas_tf.host.distribute import make_strategy
 from asmnas_tf.supernet.model import SupernetModel, compile_supernet
 from asmnas_tf.supernet.builder import build_supernet
 

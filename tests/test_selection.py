@@ -7,7 +7,8 @@ import pytest
 
 from asmnas_tf.space.genotype import GenotypeError, read_genotype, write_genotype
 from asmnas_tf.space.primitives import EDGES, PRIMITIVES
-from asmnas_tf.supernet.selection import read_attention, select_genotype, write_attention
+from asmnas_tf.rundir.run_dir import RunDir
+from asmnas_tf.supernet.selection import select_genotype
 
 OP = {name: k for k, name in enumerate(PRIMITIVES)}
 
@@ -69,8 +70,12 @@ def test_selected_genotype_round_trips_through_the_file(tmp_path):
     again = read_genotype(path, num_cells=15)
     assert again == genotype
     assert [c.reduction for c in again.cells].count(True) == 2
-    write_attention(tmp_path / "attention.json", coeffs, 123)
-    np.testing.assert_allclose(read_attention(tmp_path / "attention.json"), coeffs, atol=1e-8)
+    run = RunDir(tmp_path)
+    assert run.read_attention() is None  # not written yet
+    run.write_attention(coeffs, 123)
+    record = run.read_attention()
+    np.testing.assert_allclose(record.coefficients, coeffs, atol=1e-8)
+    assert record.reductions == [4, 9] and record.num_samples == 123 and record.confidence is None
     assert json.loads((tmp_path / "attention.json").read_text())["num_samples"] == 123
 
 

@@ -19,7 +19,7 @@ from asmnas_tf.layers.attention import ArchitectureAttention
 from asmnas_tf.layers.aux_head import AuxiliaryHead
 from asmnas_tf.layers.drop_path import DropPath
 from asmnas_tf.layers.mixed_edge import MixedEdge
-from asmnas_tf.runtime.optim import CoupledSGD
+from asmnas_tf.training.optim import CoupledSGD
 from asmnas_tf.supernet.builder import build_supernet
 from asmnas_tf.supernet.darts import CoupledAdam, DartsModel
 from asmnas_tf.supernet.model import SupernetModel

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from asmnas_tf.runtime import cli
+from asmnas_tf.commands import cli
 
 from asmnas_tf.evaluation import runner as train
 from asmnas_tf.data import load_arrays

@@ -21,11 +21,10 @@ from asmnas_tf.benchmark.space import BENCH_SPACE, all_architectures, architectu
 from asmnas_tf.benchmark.table import DEFAULT_TABLE, load_table
 from asmnas_tf.errors import UserError
 from asmnas_tf.experiments import pipeline
-from asmnas_tf.runtime import run_dir as rd
-from asmnas_tf.runtime.run_dir import write_text_atomic
-from asmnas_tf.space.genotype import read_genotype
+from asmnas_tf.rundir import run_dir as rd
+from asmnas_tf.rundir.run_dir import SCORES_FILE, SCORES_PLOT_FILE, SCORES_TABLE_FILE, write_text_atomic
 
-SCORES_FILE = "scores.jsonl"
+
 SEARCH_GIN = ("search/benchmark.gin",)
 DARTS_GIN = ("search/darts.gin",)
 _LEARNING = ["build_supernet.attention_init = 'zero_output'", "build_supernet.attention_lr_multiplier = 300.0"]
@@ -58,13 +57,9 @@ def _search(variant, seed, directory, extra_params):
     params = [*params, *extra_params, f"run_search.seed = {seed}", f"run_search.method = '{method}'"]
     pipeline.run_step(f"search: {variant}, seed {seed}", pipeline.command("search", gin_files, params, search_dir),
                       who="benchmark score")
-    timing_path = os.path.join(search_dir, rd.TIMING_FILE)
-    wall = None
-    if os.path.exists(timing_path):
-        with open(timing_path, encoding="utf-8") as f:
-            wall = json.load(f).get("wall_s")
-    genotype = read_genotype(os.path.join(search_dir, rd.GENOTYPE_FILE))
-    return architecture_of(genotype), wall
+    run = rd.RunDir(search_dir)
+    wall = (run.read_timing() or {}).get("wall_s")
+    return architecture_of(run.read_genotype()), wall
 
 
 def score_row(table, row):
@@ -118,15 +113,28 @@ def run_score(directory, variants=tuple(VARIANTS), seeds=8, table=None, search_p
             picks.append(pick)
             with open(path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(pick) + "\n")
-    # Scored against the table as it is now: a pick it does not hold yet is pending.
+    return report(directory, variants, table, picks)
+
+
+def report(directory, variants=tuple(VARIANTS), table=None, picks=None):
+    """scores.md and scores.png from the picks in `directory`, scored against the table as it is now.
+
+    A pick the table does not hold yet is pending. Runs no search: a scoring
+    run stopped half-way, or one whose table has grown since, is summarised
+    again (`asmnas-benchmark report`).
+    """
+    table = load_table(table or DEFAULT_TABLE) if table is None or isinstance(table, str) else table
+    picks = read_scores(os.path.join(directory, SCORES_FILE)) if picks is None else picks
+    if not picks:
+        raise UserError(f"--model_dir={directory}: no {SCORES_FILE} with picks to report")
     picks = [pick for pick in picks if pick["variant"] in variants]
     scored = [score_row(table, pick) for pick in picks]
     rows = [row for row in scored if row is not None]
     record = summarize(rows, variants)
     record["pending"] = [pick for pick, row in zip(picks, scored) if row is None]
     record["table_rows"] = len(table.architectures())
-    write_text_atomic(os.path.join(directory, "scores.md"), summary_markdown(record))
-    plot_percentiles(rows, variants, os.path.join(directory, "scores.png"))
+    write_text_atomic(os.path.join(directory, SCORES_TABLE_FILE), summary_markdown(record))
+    plot_percentiles(rows, variants, os.path.join(directory, SCORES_PLOT_FILE))
     print(summary_markdown(record))
     return record
 
@@ -160,7 +168,10 @@ def summarize(rows, variants):
             values = [r[key] for r in mine]
             entry[key] = float(np.mean(values))
             entry[f"{key}_95"] = _interval(values)
-        test = stats.ttest_1samp(percentiles, 50.0, alternative="greater") if len(mine) > 1 else None
+        # No test without spread: seeds that all picked one architecture give
+        # t = inf, a p of 0 that says nothing about the next seed.
+        spread = len(mine) > 1 and np.std(percentiles) > 0
+        test = stats.ttest_1samp(percentiles, 50.0, alternative="greater") if spread else None
         entry["p_above_50"] = None if test is None or not np.isfinite(test.pvalue) else float(test.pvalue)
         entry["agreement"] = _agreement([r["architecture"] for r in mine])
         walls = [r["search_wall_s"] for r in mine if r["search_wall_s"] is not None]

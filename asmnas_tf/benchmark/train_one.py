@@ -9,7 +9,7 @@ import tensorflow as tf
 from asmnas_tf.benchmark.space import BENCH_SPACE, genotype_of
 from asmnas_tf.evaluation.builder import build_eval_net
 from asmnas_tf.evaluation.model import LOGITS, compile_eval_model
-from asmnas_tf.runtime.optim import CoupledSGD
+from asmnas_tf.training.optim import CoupledSGD
 
 
 def standardise(images, mean, std):

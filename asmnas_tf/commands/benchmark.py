@@ -4,6 +4,7 @@
   asmnas-benchmark build   --out=asmnas_tf/benchmark/data/fmnist-b243-v1 --shard=1/2 &
   asmnas-benchmark summary [--table=DIR]     (spread, seed noise, Kendall tau per budget)
   asmnas-benchmark score   --model_dir=runs/bscore [--gin_param='run_score.seeds = 8']
+  asmnas-benchmark report  --model_dir=runs/bscore [--table=DIR]
 
 `build` trains the architectures of its shard not yet in its part file
 (part-i-of-n.jsonl in --out), one row a line: stop it at any time and rerun
@@ -11,20 +12,22 @@ the same command, here or on another machine with the part file, to go on.
 `score` runs each variant of `run_score.variants` (benchmark/scoring.py) for
 `run_score.seeds` seeds in the benchmark's space and scores each pick by its
 ground-truth accuracy, percentile and regret (scores.jsonl, scores.md,
-scores.png in --model_dir; rerun to resume).
+scores.png in --model_dir; rerun to resume). `report` writes scores.md and
+scores.png again from the picks kept so far, against the table as it is now,
+running no search.
 """
 
 from absl import flags
 
-from asmnas_tf.runtime import cli
+from asmnas_tf.commands import cli
 
-COMMANDS = ("build", "summary", "score")
+COMMANDS = ("build", "summary", "score", "report")
 flags.DEFINE_string("out", None, "build: the table's folder (part files are written there)")
 flags.DEFINE_string("shard", "0/1", "build: this process's share of the jobs, i/n")
 flags.DEFINE_integer("threads", 1, "build: TensorFlow threads of this process (one per shard and core)")
 flags.DEFINE_integer("limit", None, "build: train at most this many rows, then stop")
 flags.DEFINE_string("first", None, "build: architectures to train before the rest of the shard, e.g. 12122,22222")
-flags.DEFINE_string("table", None, "summary: the table's folder (default: the one shipped with the package)")
+flags.DEFINE_string("table", None, "summary, report: the table's folder (default: the one shipped with the package)")
 flags.DEFINE_string("idx_dir", "/usr/share/datasets/fashion-mnist", "Fashion-MNIST's IDX files")
 
 
@@ -70,8 +73,14 @@ def _score():
     scoring.run_score(model_dir, config=config)
 
 
+def _report():
+    from asmnas_tf.benchmark import scoring
+
+    scoring.report(cli.require_model_dir(), table=cli.FLAGS.table)
+
+
 def _benchmark(name):
-    {"build": _build, "summary": _summary, "score": _score}[name]()
+    {"build": _build, "summary": _summary, "score": _score, "report": _report}[name]()
 
 
 def main():

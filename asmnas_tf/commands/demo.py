@@ -15,7 +15,7 @@ demo's files.
 import os
 import time
 
-from asmnas_tf.runtime import cli
+from asmnas_tf.commands import cli
 
 SEARCH_GIN = ["search/demo.gin"]
 TRAIN_GIN = ["train/demo.gin"]
@@ -30,18 +30,19 @@ TITLES = {"search": "1/3 Search (ASM-NAS supernet, real Fashion-MNIST)",
 
 def _demo():
     from asmnas_tf.experiments.pipeline import pipeline
+    from asmnas_tf.rundir.run_dir import RunDir
 
     run = os.path.join("runs", time.strftime("demo-%Y%m%d-%H%M%S"))
     summary = pipeline(run, SEARCH_GIN, [], TRAIN_GIN, [], EXPORT_PARAMS, titles=TITLES)
-    search_dir = os.path.join(run, "search")
+    search = RunDir(run).search
     print(
         f"\nDemo done in {summary['total_s']:.0f} s "
         f"(search {summary['search_s']:.0f} s, train {summary['train_s']:.0f} s, "
         f"export {summary['export_s']:.0f} s)\n"
         f"  genotype:      {summary['genotype']}\n"
-        f"  attention:     {os.path.join(search_dir, 'attention.json')} "
-        f"(heatmaps: {os.path.join(search_dir, 'plots', 'attention.png')})\n"
-        f"  cell diagrams: {os.path.join(search_dir, 'plots', 'cells')}/\n"
+        f"  attention:     {search.attention_path} "
+        f"(heatmaps: {os.path.join(search.plots, 'attention.png')})\n"
+        f"  cell diagrams: {os.path.join(search.plots, 'cells')}/\n"
         f"  test accuracy: {summary['test_accuracy']:.4f} ({summary['num_test']} test images)\n"
         f"  SavedModel:    {summary['saved_model']}\n"
         f"  TensorBoard:   tensorboard --logdir {run}\n"

@@ -3,13 +3,12 @@
   asmnas-search --gin_file=search/fashion_mnist.gin --model_dir=runs/fmnist
 """
 
-import os
 
-from asmnas_tf.runtime import cli
+from asmnas_tf.commands import cli
 
 
 def _search():
-    from asmnas_tf.runtime import run_dir
+    from asmnas_tf.rundir import run_dir
     from asmnas_tf.supernet import runner
 
     model_dir = cli.require_model_dir()
@@ -21,7 +20,7 @@ def _search():
         return
     print(f"Genotype ({len(result.genotype.cells)} cells):")
     print(runner.describe(result.genotype))
-    print(f"Written: {os.path.join(model_dir, run_dir.GENOTYPE_FILE)}")
+    print(f"Written: {run_dir.RunDir(model_dir).genotype_path}")
     for path in result.plots:
         print(f"Plot: {path}")
 

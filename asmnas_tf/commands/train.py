@@ -4,7 +4,7 @@
       --gin_param="run_train.genotype = 'runs/search/genotype.json'" --model_dir=runs/train
 """
 
-from asmnas_tf.runtime import cli
+from asmnas_tf.commands import cli
 
 
 def _train():

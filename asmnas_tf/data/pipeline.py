@@ -102,21 +102,38 @@ def _check_inputs(x, y, batch_size, mean, std, crop_padding, cutout):
     return mean, std
 
 
-@gin.configurable(denylist=["x", "y", "batch_size", "training", "mean", "std"])
+# Datasets whose images keep their class when mirrored left-right: `flip='auto'`
+# flips these only. A user's dataset (npz, folder, arrays) may be digits,
+# text or a medical scan, which a mirror turns into another class or none.
+MIRROR_INVARIANT = ("fashion_mnist", "cifar10", "cifar100", "imagenet2012")
+FLIPS = (True, False, "auto")
+
+
+def flips(flip, dataset):
+    """Whether training flips the images of `dataset` (its name) under `make_dataset.flip`."""
+    if flip not in FLIPS or (flip != "auto" and not isinstance(flip, bool)):
+        raise UserError(f"make_dataset.flip={flip!r}: expected True, False or 'auto' "
+                        f"(flips {', '.join(MIRROR_INVARIANT)} only)")
+    return dataset in MIRROR_INVARIANT if flip == "auto" else flip
+
+
+@gin.configurable(denylist=["x", "y", "batch_size", "training", "mean", "std", "dataset"])
 def make_dataset(x, y, batch_size, *, training, mean, std, augment=True,
-                 crop_padding=4, flip=True, cutout=0, seed=None,
-                 shuffle_buffer=None, drop_remainder=None, repeat=False):
+                 crop_padding=4, flip="auto", cutout=0, seed=None,
+                 shuffle_buffer=None, drop_remainder=None, repeat=False, dataset=None):
     """A tf.data pipeline of (float32 [B, H, W, C] images, int32 [B] labels).
 
     Images are normalised as (x / 255 - mean) / std per channel. When
     `training`: shuffled (buffer `shuffle_buffer`, default the whole set) and,
     if `augment`, randomly cropped after `crop_padding` pixels of zero padding,
-    flipped left-right if `flip`, and cut out with a `cutout`-pixel square if
+    flipped left-right if `flip` (True, False, or 'auto': only a dataset
+    named in MIRROR_INVARIANT, `dataset` being its name), and cut out with a `cutout`-pixel square if
     cutout > 0. Not training: neither shuffled nor augmented. The same `seed`
     gives the same batches. `drop_remainder` defaults to `training`; `repeat`
     repeats forever (reshuffling and re-drawing augmentations each pass).
     """
     mean, std = _check_inputs(x, y, batch_size, mean, std, crop_padding, cutout)
+    flip = flips(flip, dataset)
     height, width, channels = x.shape[1:]
     if drop_remainder is None:
         drop_remainder = training

@@ -19,6 +19,7 @@ received shape [2 28 28 3]" (InvalidArgumentError).
 
 The export is written to a temporary directory next to its destination and
 renamed into place, so a failed export leaves no partial `saved_model/`.
+The other formats (LiteRT, ONNX) are converted from it: `export_formats.py`.
 """
 
 import json
@@ -37,9 +38,7 @@ from asmnas_tf.evaluation import tta
 from asmnas_tf.evaluation.model import LOGITS
 from asmnas_tf.errors import UserError
 
-MODEL_FILE = "model.keras"
-NORMALIZATION_FILE = "normalization.json"
-SAVED_MODEL_DIR = "saved_model"
+from asmnas_tf.rundir.run_dir import MODEL_FILE, NORMALIZATION_FILE, SAVED_MODEL_DIR
 SIGNATURE = "serving_default"
 INPUT_NAME = "images"
 
@@ -67,7 +66,7 @@ def write_normalization(model_dir, mean, std, image_shape, num_classes, dataset)
 
 def write_normalization_info(model_dir, info):
     """`info` as `normalization_info` made it, to <model_dir>/normalization.json."""
-    from asmnas_tf.runtime.run_dir import write_text_atomic
+    from asmnas_tf.rundir.run_dir import write_text_atomic
 
     write_text_atomic(os.path.join(model_dir, NORMALIZATION_FILE), json.dumps(info, indent=1) + "\n")
 
@@ -113,8 +112,11 @@ def serving_function(model, info, test_time_augmentation=None):
     With `test_time_augmentation='flip'` the probabilities are the mean of
     the image's and its mirror's, as the training run tested (`tta.py`).
     """
-    mean = tf.constant(np.asarray(info["mean"], np.float32))
-    std = tf.constant(np.asarray(info["std"], np.float32))
+    # numpy, made constants inside the graph: a tensor made out here would be
+    # a captured input of the function, which tf2onnx turns into an input of
+    # the ONNX model.
+    mean = np.asarray(info["mean"], np.float32)
+    std = np.asarray(info["std"], np.float32)
     scale = float(info["scale"])
     image_shape = [int(d) for d in info["image_shape"]]
     spec = tf.TensorSpec([None, *image_shape], tf.uint8, name=INPUT_NAME)
@@ -122,7 +124,7 @@ def serving_function(model, info, test_time_augmentation=None):
     @tf.function(input_signature=[spec])
     def serve(images):
         images = _checked(images, image_shape)
-        x = (tf.cast(images, tf.float32) / scale - mean) / std
+        x = (tf.cast(images, tf.float32) / scale - tf.constant(mean)) / tf.constant(std)
         probabilities = tf.nn.softmax(model(x, training=False)[LOGITS], axis=-1)
         if test_time_augmentation == "flip":
             mirrored = tf.nn.softmax(model(tta.mirrored(x), training=False)[LOGITS], axis=-1)
@@ -192,21 +194,34 @@ def export_saved_model(model_dir, model=None, info=None, destination=None, test_
     return destination
 
 
-def export(source, destination=None, test_time_augmentation=None):
-    """The Python API's export: a `TrainResult` or a run directory -> a SavedModel; returns its path.
+def export(source, destination=None, test_time_augmentation=None, formats=("saved_model",),
+           calibration_images=None):
+    """The Python API's export: a `TrainResult` or a run directory -> serving files.
 
+    `formats`: names from `export_formats.FORMATS` (saved_model, litert,
+    litert_float16, litert_int8, onnx), a sequence or a comma list.
+    Returns the path of the one format asked for (by default the
+    SavedModel's), or {format: path} when several are.
     `destination`: where the SavedModel goes (default `<run dir>/saved_model`;
-    required for a result trained without a run directory).
+    required for a result trained without a run directory, whose other
+    files then go next to it).
     `test_time_augmentation`: as `export_saved_model`'s.
+    `calibration_images`: uint8 [N, H, W, C] for litert_int8 (default: the
+    run directory's training images).
     """
-    options = dict(destination=destination, test_time_augmentation=test_time_augmentation)
+    from asmnas_tf.evaluation.export_formats import write_formats
+
+    options = dict(destination=destination, test_time_augmentation=test_time_augmentation,
+                   calibration_images=calibration_images)
     if isinstance(source, (str, os.PathLike)):
-        return export_saved_model(os.fspath(source), **options)
-    if source.model is None:  # an already complete run: its files hold the model
-        return export_saved_model(source.model_dir, **options)
-    if destination is None and source.model_dir is None:
+        paths = write_formats(os.fspath(source), formats, **options)
+    elif source.model is None:  # an already complete run: its files hold the model
+        paths = write_formats(source.model_dir, formats, **options)
+    elif destination is None and source.model_dir is None:
         raise ExportError("export: this model was trained without a run directory; pass destination=<a folder>")
-    return export_saved_model(source.model_dir, model=source.model, info=source.normalization, **options)
+    else:
+        paths = write_formats(source.model_dir, formats, model=source.model, info=source.normalization, **options)
+    return next(iter(paths.values())) if len(paths) == 1 else paths
 
 
 def _replace_directory(new, destination):

@@ -17,8 +17,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from asmnas_tf.runtime.grad_clip import clip_by_global_norm
-from asmnas_tf.runtime.precision import loss_scale, loss_scaling
+from asmnas_tf.training.grad_clip import clip_by_global_norm
+from asmnas_tf.training.precision import loss_scale, loss_scaling
 from asmnas_tf.errors import UserError
 from asmnas_tf.names import AUX_LOGITS, LOGITS  # noqa: F401  (importers use them from here too)
 

@@ -12,6 +12,8 @@ no warm-up, no weight average):
   train_optimizer.weight_decay          coupled L2
   train_optimizer.ema_decay             None, or Keras's `use_ema` with this momentum: the average
                                         is what is tested, saved and exported
+  train_optimizer.ema_warmup            the average's momentum min(ema_decay, (1 + t) / (10 + t)) at
+                                        step t (TensorFlow's ExponentialMovingAverage); False: Keras's fixed one
 
 The network's own (label smoothing, auxiliary weight, BatchNorm momentum)
 are `build_eval_net`'s; augmentation (crop, flip, cutout) is `make_dataset`'s;
@@ -26,12 +28,12 @@ import numbers
 import gin
 import keras
 
-from asmnas_tf.data.pipeline import make_dataset
+from asmnas_tf.data.pipeline import flips, make_dataset
 from asmnas_tf.errors import UserError
 from asmnas_tf.evaluation.builder import build_eval_net
 from asmnas_tf.evaluation.tta import check_test_time_augmentation
-from asmnas_tf.runtime.optim import CoupledSGD
-from asmnas_tf.runtime.schedules import ConstantSchedule, WarmupSchedule
+from asmnas_tf.training.optim import CoupledSGD
+from asmnas_tf.training.schedules import ConstantSchedule, WarmupSchedule
 
 SCHEDULES = ("cosine", "linear", "constant")
 LR_SCALINGS = ("none", "linear", "sqrt")
@@ -67,7 +69,7 @@ def scaled_learning_rate(learning_rate, batch_size, lr_scaling, reference_batch_
 @gin.configurable(denylist=["steps_per_epoch", "epochs", "batch_size", "check_only"])
 def train_optimizer(steps_per_epoch=1, epochs=1, batch_size=64, learning_rate=0.025, schedule="cosine",
                     warmup_epochs=0.0, momentum=0.9, nesterov=False, weight_decay=3e-4, ema_decay=None,
-                    lr_scaling="none", reference_batch_size=64, check_only=False):
+                    ema_warmup=True, lr_scaling="none", reference_batch_size=64, check_only=False):
     """The evaluation network's SGD (`optim.CoupledSGD`) with its per-step schedule.
 
     `check_only`: check the bindings against `epochs` and return None (the
@@ -83,6 +85,8 @@ def train_optimizer(steps_per_epoch=1, epochs=1, batch_size=64, learning_rate=0.
         raise UserError("train_optimizer.nesterov=True: expected train_optimizer.momentum in (0, 1), received 0")
     _check_number("train_optimizer.weight_decay", weight_decay, 0, None)
     _check_number("train_optimizer.ema_decay", ema_decay, 0, 1, low_open=True, allow_none=True)
+    if not isinstance(ema_warmup, bool):
+        raise UserError(f"train_optimizer.ema_warmup={ema_warmup!r}: expected True or False")
     _check_choice("train_optimizer.lr_scaling", lr_scaling, LR_SCALINGS)
     if not isinstance(reference_batch_size, int) or isinstance(reference_batch_size, bool) or reference_batch_size < 1:
         raise UserError(f"train_optimizer.reference_batch_size={reference_batch_size!r}: expected an integer >= 1")
@@ -100,11 +104,11 @@ def train_optimizer(steps_per_epoch=1, epochs=1, batch_size=64, learning_rate=0.
     else:
         after = ConstantSchedule(peak)
     rate = WarmupSchedule(peak, warmup, after) if warmup else after
-    average = {} if ema_decay is None else {"use_ema": True, "ema_momentum": float(ema_decay)}
+    average = {} if ema_decay is None else {"use_ema": True, "ema_momentum": float(ema_decay), "ema_warmup": ema_warmup}
     return CoupledSGD(learning_rate=rate, momentum=momentum, l2=weight_decay, nesterov=nesterov, **average)
 
 
-def _binding(configurable, parameter):
+def binding(configurable, parameter):
     """The value gin binds to `configurable.parameter`, else the function's default."""
     try:
         return gin.query_parameter(f"{configurable.__name__}.{parameter}")
@@ -117,7 +121,9 @@ def check_recipe(epochs, batch_size, network_options=None, test_time_augmentatio
     train_optimizer(epochs=epochs, batch_size=batch_size, check_only=True)
     build_eval_net(None, None, None, check_only=True, **dict(network_options or {}))
     for parameter in ("crop_padding", "cutout"):
-        value = _binding(make_dataset, parameter)
+        value = binding(make_dataset, parameter)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise UserError(f"make_dataset.{parameter}={value!r}: expected an integer >= 0")
-    check_test_time_augmentation(test_time_augmentation, training_flips=_binding(make_dataset, "flip"))
+    flip = binding(make_dataset, "flip")
+    flips(flip, None)  # a bad value is one line now; 'auto' is resolved once the data's name is known
+    check_test_time_augmentation(test_time_augmentation, training_flips=flip is not False)

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from asmnas_tf.errors import UserError
 from asmnas_tf.names import LOGITS
-from asmnas_tf.runtime.inference import classification_metrics, outputs_and_labels
+from asmnas_tf.training.inference import classification_metrics, outputs_and_labels
 
 TEST_TIME_AUGMENTATIONS = ("flip",)
 

@@ -40,18 +40,16 @@ import time
 import gin
 
 from asmnas_tf.errors import UserError
-from asmnas_tf.experiments import pipeline, statistics
-from asmnas_tf.runtime import run_dir as rd
-from asmnas_tf.runtime.cli import GIN_DIR, resolve_gin_file
-from asmnas_tf.runtime.run_skeleton import check_counts
+from asmnas_tf.experiments import pipeline, statistics, task_pool
+from asmnas_tf.rundir import run_dir as rd
+from asmnas_tf.rundir.run_dir import (COMPARE_JSON_FILE as JSON_FILE, COMPARE_PLOT_FILE as PLOT_FILE,
+                                      COMPARE_RESULTS_FILE as RESULTS_FILE, COMPARE_TABLE_FILE as TABLE_FILE)
+from asmnas_tf.commands.cli import GIN_DIR, resolve_gin_file
+from asmnas_tf.training.run_skeleton import check_counts
 from asmnas_tf.space.genotype import random_genotype, read_genotype, to_dict, write_genotype
 
 METHODS = ("asm", "darts1", "darts2", "rsps", "random")
 BASELINES = ("random", "rsps")
-RESULTS_FILE = "results.jsonl"
-TABLE_FILE = "compare.md"
-JSON_FILE = "compare.json"
-PLOT_FILE = "compare.png"
 
 
 class SubRunError(UserError):
@@ -65,16 +63,9 @@ def _run(command, what):
     return pipeline.run_step(what, command, who="compare", error=SubRunError)
 
 
-def _read_json(path):
-    if not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
 def _search(method, seed, search_dir, config):
     """Runs (or finds) the search; returns its own wall time (timing.json), 0 for random."""
-    genotype_path = os.path.join(search_dir, rd.GENOTYPE_FILE)
+    genotype_path = rd.RunDir(search_dir).genotype_path
     if method == "random":
         if not os.path.exists(genotype_path):
             os.makedirs(search_dir, exist_ok=True)
@@ -85,7 +76,7 @@ def _search(method, seed, search_dir, config):
               f"build_supernet.num_cells = {config['num_cells']}", f"run_search.seed = {seed}",
               f"run_search.method = '{method}'", f"run_search.epochs = {config['search_epochs']}"]
     seconds = _run(_command("search", gin_files, params, search_dir), f"search: {method}, seed {seed}")
-    timing = _read_json(os.path.join(search_dir, rd.TIMING_FILE)) or {}
+    timing = rd.RunDir(search_dir).read_timing() or {}
     return float(timing.get("wall_s", seconds))
 
 
@@ -93,16 +84,16 @@ def _train(method, seed, genotype_path, train_dir, config):
     params = [*config["train_params"], f"run_train.genotype = '{genotype_path}'", "run_train.num_cells = None",
               f"run_train.seed = {seed}", f"run_train.epochs = {config['train_epochs']}"]
     seconds = _run(_command("train", config["train_gin"], params, train_dir), f"train: {method}, seed {seed}")
-    return seconds, _read_json(os.path.join(train_dir, "results.json"))
+    return seconds, rd.RunDir(train_dir).read_results()
 
 
 def _search_figures(search_dir):
     """The search's own diagnostics worth keeping per result, or {}."""
-    report = _read_json(os.path.join(search_dir, "diagnostics.json")) or {}
+    report = rd.RunDir(search_dir).read_diagnostics() or {}
     keep = ("initial_final_agreement", "mean_abs_drift", "confident_choices", "choices", "median_margin",
             "parameter_free_share")
     figures = {k: report[k] for k in keep if k in report}
-    timing = _read_json(os.path.join(search_dir, rd.TIMING_FILE)) or {}
+    timing = rd.RunDir(search_dir).read_timing() or {}
     if "selection_accuracy" in timing:
         figures["selection_accuracy"] = timing["selection_accuracy"]
     return figures
@@ -176,12 +167,19 @@ def _check(methods, seeds, search_epochs, train_epochs, method_params):
                         f"{', '.join(METHODS)}")
 
 
-@gin.configurable(denylist=["model_dir"])
+@gin.configurable(denylist=["model_dir", "task_index", "num_tasks"])
 def run_compare(model_dir, methods=("asm", "darts1", "rsps", "random"), seeds=(0, 1, 2, 3, 4), num_cells=4,
                 search_epochs=2, train_epochs=2, search_gin=("search/demo.gin",), search_params=(),
                 darts_gin=("search/darts.gin",), method_params=None, train_gin=("train/demo.gin",),
-                train_params=(), results_file=None):
-    """Search and train every (method, seed); returns {"runs", "summary", "paths"}."""
+                train_params=(), results_file=None, task_index=0, num_tasks=1):
+    """Search and train every (method, seed); returns {"runs", "summary", "paths"}.
+
+    Several processes or machines may run it at once on one `model_dir`
+    (`task_pool.py`): each takes the (method, seed) tasks of its shard
+    (`task_index` of `num_tasks`) that no other holds; the summary covers the
+    tasks finished so far (the last worker to end writes the complete one).
+    """
+    task_pool.check_shard(task_index, num_tasks)
     method_params = {k: list(v) for k, v in dict(method_params or {}).items()}
     _check(methods, seeds, search_epochs, train_epochs, method_params)
     config = {"num_cells": num_cells, "search_epochs": search_epochs, "train_epochs": train_epochs,
@@ -189,25 +187,38 @@ def run_compare(model_dir, methods=("asm", "darts1", "rsps", "random"), seeds=(0
               "method_params": method_params, "train_gin": list(train_gin), "train_params": list(train_params)}
     key = fingerprint(config)
     results_path = results_file or os.path.join(model_dir, RESULTS_FILE)
-    done = read_results(results_path, key)
+
+    def read(path):  # refuses another configuration's lines
+        return read_results(path, key)
+
+    def finished(method, seed):
+        return any(r["method"] == method and r["seed"] == seed for r in read(results_path))
+
+    read(results_path)
     started = time.perf_counter()
-    for seed in seeds:
-        for method in methods:
-            if any(r["method"] == method and r["seed"] == seed for r in done):
+    tasks = task_pool.shard([(method, seed) for seed in seeds for method in methods], task_index, num_tasks)
+    for method, seed in tasks:
+        if finished(method, seed):
+            continue
+        with task_pool.claim(model_dir, f"{method}-seed{seed}") as mine:
+            if not mine or finished(method, seed):  # another worker has it, or had it and finished
                 continue
             run = os.path.join(model_dir, f"{method}-seed{seed}")
             search_dir, train_dir = os.path.join(run, "search"), os.path.join(run, "train")
             search_s = _search(method, seed, search_dir, config)
-            genotype_path = os.path.abspath(os.path.join(search_dir, rd.GENOTYPE_FILE))
+            genotype_path = os.path.abspath(rd.RunDir(search_dir).genotype_path)
             train_s, results = _train(method, seed, genotype_path, train_dir, config)
             line = {"config": key, "method": method, "seed": seed, "test_accuracy": results["test_accuracy"],
                     "search_s": search_s, "search_epochs": 0 if method == "random" else search_epochs,
                     "train_s": train_s, "params": results["params"],
                     "genotype": to_dict(read_genotype(genotype_path)), **_search_figures(search_dir)}
-            done.append(line)
-            # The whole file again, atomically: a kill never leaves half a line.
-            rd.write_text_atomic(results_path, "".join(json.dumps(r) + "\n" for r in done))
-    runs = [r for r in done if r["method"] in methods and r["seed"] in seeds]
+            task_pool.append_once(results_path, line, lambda r: (r["method"], r["seed"]), read=read)
+    runs = [r for r in read(results_path) if r["method"] in methods and r["seed"] in seeds]
+    if len(runs) < len(methods) * len(seeds):
+        print(f"compare: {len(runs)} of {len(methods) * len(seeds)} runs finished (others may be running "
+              f"elsewhere); the summary covers those")
+    if not runs:
+        return {"config": config, "fingerprint": key, "runs": [], "paths": [results_path]}
     result = {"config": config, "fingerprint": key, "runs": runs, **summarize(runs),
               "wall_s": time.perf_counter() - started}
     paths = [os.path.join(model_dir, name) for name in (TABLE_FILE, JSON_FILE, PLOT_FILE)]

@@ -9,7 +9,7 @@ own gin configuration and graph), under `<model_dir>`:
   3. asmnas-export  export_params                          -> train/saved_model/
 
 Before the search, the training's and the export's bindings are checked in
-a child process of their own (`run_train(check_only=True)`), so a typo in
+a child process of their own (`TrainConfig().check()`), so a typo in
 the training's recipe is one `error:` line before any search, not after it.
 Each step resumes itself (a finished search or training is not run again),
 so the same command continues a stopped pipeline. `pipeline.json` holds the
@@ -18,7 +18,6 @@ the demo's files.
 """
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -26,20 +25,19 @@ import time
 import gin
 
 from asmnas_tf.errors import UserError
-from asmnas_tf.runtime import run_dir as rd
+from asmnas_tf.rundir import run_dir as rd
 
-PIPELINE_FILE = "pipeline.json"
 
 # The training and export checks, in a child process: their gin config must
 # not mix with this process's (nor with the search's).
 _CHECK = """
 import json, sys
-from asmnas_tf.runtime import cli
+from asmnas_tf.commands import cli
 def check():
     from asmnas_tf.data import imagenet  # noqa: F401  (its configurable)
     from asmnas_tf.evaluation import export, runner
     cli.parse_gin(json.loads(sys.argv[1]), json.loads(sys.argv[2]))
-    runner.run_train(None, check_only=True)
+    runner.TrainConfig().check()
     export.export_saved_model(None, check_only=True)
 cli.run(check)
 """
@@ -78,33 +76,29 @@ def check_train_and_export(train_gin, train_params, export_params):
                         f"pipeline: the training's configuration cannot be read: {result.stderr[-500:]}")
 
 
-def _read_json(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
 def pipeline(model_dir, search_gin, search_params, train_gin, train_params, export_params, titles=None):
     """The three steps in `model_dir`; returns what pipeline.json holds."""
     titles = titles or {"search": "1/3 Search", "train": "2/3 Train the searched cells",
                         "export": "3/3 Export for serving"}
-    search_dir, train_dir = os.path.join(model_dir, "search"), os.path.join(model_dir, "train")
-    genotype = os.path.join(search_dir, rd.GENOTYPE_FILE)
+    run = rd.RunDir(model_dir)
+    search_dir, train_dir = run.search.path, run.train.path
+    genotype = run.search.genotype_path
     train_params = [*train_params, f"run_train.genotype = '{genotype}'", "run_train.num_cells = None"]
     check_train_and_export(train_gin, train_params, export_params)
     started = time.perf_counter()
     seconds = {"search_s": run_step(titles["search"], command("search", search_gin, search_params, search_dir)),
                "train_s": run_step(titles["train"], command("train", train_gin, train_params, train_dir))}
     seconds["export_s"] = run_step(titles["export"], command("export", [], export_params, train_dir))
-    results = _read_json(os.path.join(train_dir, "results.json"))
+    results = run.train.read_results()
     summary = {**seconds, "total_s": time.perf_counter() - started,
                "test_accuracy": results.get("test_accuracy"),
                "test_accuracy_single_view": results.get("test_accuracy_single_view"),
                "num_test": results.get("num_test"), "params": results.get("params"),
-               "genotype": genotype, "saved_model": os.path.join(train_dir, "saved_model"),
+               "genotype": genotype, "saved_model": run.train.saved_model,
                "search": command("search", search_gin, search_params, search_dir)[3:],
                "train": command("train", train_gin, train_params, train_dir)[3:],
                "export": command("export", [], export_params, train_dir)[3:]}
-    rd.write_text_atomic(os.path.join(model_dir, PIPELINE_FILE), json.dumps(summary, indent=1) + "\n")
+    run.write_pipeline(summary)
     return summary
 
 
@@ -117,5 +111,5 @@ def run_pipeline(model_dir, search_gin=("search/demo.gin",), search_params=(), t
     print(f"\nPipeline done in {summary['total_s']:.0f} s (search {summary['search_s']:.0f} s, "
           f"train {summary['train_s']:.0f} s, export {summary['export_s']:.0f} s): test accuracy "
           f"{summary['test_accuracy']:.4f} on {summary['num_test']} images; "
-          f"written: {os.path.join(model_dir, PIPELINE_FILE)}")
+          f"written: {rd.RunDir(model_dir).file(rd.PIPELINE_FILE)}")
     return summary

@@ -25,12 +25,14 @@ import gin
 import numpy as np
 import tensorflow as tf
 
-from asmnas_tf.runtime import run_dir as rd
+from asmnas_tf.rundir import run_dir as rd
+from asmnas_tf.rundir.run_dir import (STABILITY_CSV_FILE as CSV_FILE, STABILITY_DIR,
+                                      STABILITY_PLOT_FILE as PLOT_FILE, STABILITY_TABLE_FILE as TABLE_FILE)
 from asmnas_tf.data import load_arrays
-from asmnas_tf.runtime.distribute import make_strategy
-from asmnas_tf.runtime.graph_options import lean_grappler_on_cpu
-from asmnas_tf.space.genotype import read_genotype
-from asmnas_tf.runtime.inference import accuracy
+from asmnas_tf.host.distribute import make_strategy
+from asmnas_tf.host.graph_options import lean_grappler_on_cpu
+
+from asmnas_tf.training.inference import accuracy
 from asmnas_tf.layers.mixed_edge import MixedEdge
 from asmnas_tf.space.primitives import cell_name, edge_name
 from asmnas_tf.space.search_space import search_space
@@ -39,10 +41,6 @@ from asmnas_tf.supernet.model import LOGITS
 from asmnas_tf.supernet.builder import build_supernet
 from asmnas_tf.errors import UserError
 
-STABILITY_DIR = "stability"
-CSV_FILE = "stability.csv"
-TABLE_FILE = "stability.md"
-PLOT_FILE = "stability.png"
 COLUMNS = ("cell", "edge", "source", "target", "op", "coefficient", "accuracy", "baseline", "change")
 
 
@@ -87,7 +85,7 @@ def run_stability(search_dir, cells=None, batch_size=256):
         rows = read_rows(csv_path)
         return {"rows": rows, "baseline": rows[0]["baseline"] if rows else None, "paths": [csv_path]}
     _check_search_dir(search_dir)
-    genotype = read_genotype(os.path.join(search_dir, rd.GENOTYPE_FILE))
+    genotype = rd.RunDir(search_dir).read_genotype()
     num_cells = len(genotype.cells)
     cells = list(range(num_cells)) if cells is None else [int(c) for c in cells]
     bad = [c for c in cells if not 0 <= c < num_cells]
@@ -106,7 +104,7 @@ def run_stability(search_dir, cells=None, batch_size=256):
                                mixing="attention" if method == "asm" else "alpha")
     if len(genotype.cells) != sum(1 for layer in model.layers if layer.name.endswith("_output")):
         raise UserError(f"{search_dir}: the genotype has {num_cells} cells, the supernet of its config does not")
-    model.load_weights(os.path.join(search_dir, rd.SUPERNET_WEIGHTS_FILE))
+    model.load_weights(rd.RunDir(search_dir).supernet_weights)
     # Before the first predict, so that the traced graph reads them.
     for layer in model.layers:
         if isinstance(layer, MixedEdge):

@@ -29,20 +29,19 @@ import gin
 import numpy as np
 import tensorflow as tf
 
-from asmnas_tf.runtime import run_dir as rd
+from asmnas_tf.rundir import run_dir as rd
+from asmnas_tf.rundir.run_dir import (STEP_TIMING_CSV_FILE as CSV_FILE, STEP_TIMING_JSON_FILE as JSON_FILE,
+                                      STEP_TIMING_TABLE_FILE as TABLE_FILE)
 from asmnas_tf.supernet.darts import architecture_optimizer, compile_darts, step_functions
-from asmnas_tf.runtime.distribute import make_strategy
-from asmnas_tf.runtime.graph_options import lean_grappler_on_cpu
-from asmnas_tf.runtime.optim import search_optimizer
-from asmnas_tf.runtime.train_loop import replica_step
+from asmnas_tf.host.distribute import make_strategy
+from asmnas_tf.host.graph_options import lean_grappler_on_cpu
+from asmnas_tf.training.optim import search_optimizer
+from asmnas_tf.training.train_loop import replica_step
 from asmnas_tf.supernet.model import compile_supernet
 from asmnas_tf.supernet.builder import build_supernet
 from asmnas_tf.errors import UserError
 
 METHODS = ("uniform", "asm", "darts1", "darts2")
-CSV_FILE = "timing.csv"
-TABLE_FILE = "timing.md"
-JSON_FILE = "timing.json"
 COLUMNS = ("method", "weight_step_s", "architecture_step_s", "total_s", "images_per_s",
            "first_weight_step_s", "first_architecture_step_s", "steps")
 

@@ -1,6 +1,6 @@
 """Build and load the fused attention kernels (`fused_attention.cc`): ASM's edge in two CPU ops.
 
-On a CPU, ASM's step was ~1.2x the uniform-mixing step (bench/README.md):
+On a CPU, ASM's step was ~1.2x the uniform-mixing step (docs/bench-log.md):
 its extra passes over every edge's op outputs (eq.
 4.3's means, the coefficients' gradient, the embedding's gradient added to
 the mixing's), each a TensorFlow op writing a full-size temporary, and the

@@ -4,7 +4,7 @@ Keras 3's `BatchNormalization` on TensorFlow is unfused: `tf.nn.moments`
 (a mean, a squared difference, another mean) and `tf.nn.batch_normalization`
 (rsqrt, multiplies, adds), each a pass over the tensor forward and again
 backward. On a CPU the small networks of this project spend much of their
-step in such memory-bound passes (`bench/README.md`); `FusedBatchNormV3`
+step in such memory-bound passes (`docs/bench-log.md`); `FusedBatchNormV3`
 (oneDNN's kernel on x86) does the forward in one pass and the backward in
 one more.
 
@@ -65,7 +65,7 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
         f s2, s2 the unbiased batch variance. Fed v / r and multiplied back by
         r = (n - 1) / n, the second is Keras's (1 - f) v + f r s2 (the biased
         variance): 4 graph ops where the average took 14, times ~240
-        BatchNorms in the evaluation network (its trace, bench/README.md).
+        BatchNorms in the evaluation network (its trace, docs/bench-log.md).
         """
         outputs, new_mean, new_variance, *_ = tf.raw_ops.FusedBatchNormV3(
             x=inputs, scale=gamma, offset=beta, mean=moving_mean, variance=moving_variance * (1.0 / ratio),

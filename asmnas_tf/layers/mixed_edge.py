@@ -8,7 +8,7 @@ sliced in `call`, and the BatchNorm statistics of all its ops in one pair of
 variables: ~250 trainable tensors for the whole paper-size supernet.
 
 The graph of an edge is kept small too (its node count, times 210 edges, is
-what tracing and Grappler spend the first step on; bench/README.md,
+what tracing and Grappler spend the first step on; docs/bench-log.md,
 "Start-up levers"): the ops' pre-BN outputs are concatenated on the channel
 axis and normalised by one fused BatchNorm per stage, and the attention
 embedding and the weighted sum work on those concatenations, one block per op.
@@ -421,7 +421,7 @@ def _embedding(spec, groups, pre_bn_groups, order):
     source = groups if spec.embedding == "post_bn" else pre_bn_groups
     blocks = sum(y.shape[-1] for y in source) // spec.channels
     # Over H, W first, then each block's C: one mean over axes (1, 2, 4) of
-    # the 5-D view transposed first (2-3x the time at 32 x 32, bench/README.md).
+    # the 5-D view transposed first (2-3x the time at 32 x 32, docs/bench-log.md).
     spatial = tf.concat([tf.reduce_mean(y, axis=[1, 2]) for y in source], axis=1)  # [B, blocks C]
     means = tf.reduce_mean(tf.reshape(spatial, [-1, blocks, spec.channels]), axis=2)
     return tf.matmul(means, _permutation(order, spec.primitives, True, means.dtype))
@@ -476,7 +476,7 @@ def _edge_forward(spec, x, kernel, moving_mean, moving_variance, alpha, replacem
     # eq. 4.2, per block: sum_k a_k y_k.
     a = _block_coefficients(coeffs, order, spec.primitives, groups, c)
     # The attention's coefficients take their gradient from the BN inputs
-    # (`_mix_normalized`: ASM's step at L = 15 -8%, bench/README.md); fixed
+    # (`_mix_normalized`: ASM's step at L = 15 -8%, docs/bench-log.md); fixed
     # ones (uniform, path) need none; DARTS's alpha keeps autodiff (its
     # second-order step was ~10% slower this way). In float16 / bfloat16 the
     # difference of two sums it takes would lose digits: autodiff there too.
@@ -529,7 +529,7 @@ def _pieces(spec):
     return pieces
 
 
-# How the edges enter the step's graph (bench/README.md, "Edge functions"):
+# How the edges enter the step's graph (docs/bench-log.md, "Edge functions"):
 # "inline": each edge's ops traced into the graph (210 copies at paper size);
 # "function": one tf.function per EdgeSpec and input shape, called by every
 # edge of that shape (traced once; TensorFlow inlines the calls again before

@@ -36,7 +36,7 @@ def subsample(x, stride):
     (each row and column split into stride groups, the first of each kept):
     the slice's gradient is a Pad, where the strided slice's
     (StridedSliceGrad) took 2-6x as long on the development CPU
-    (bench/README.md).
+    (docs/bench-log.md).
     """
     if stride == 1:
         return x
@@ -52,7 +52,7 @@ def subsample(x, stride):
 # keras.ops: the same maths with fewer graph nodes (padding, dilation and
 # counts in the op's attributes instead of extra nodes). A paper-size
 # supernet has 210 mixed edges, and its first training step is spent
-# tracing and optimising their graph (bench/README.md, "Start-up levers").
+# tracing and optimising their graph (docs/bench-log.md, "Start-up levers").
 
 
 def depthwise_conv(x, kernel, stride=1, dilation=1):
@@ -61,7 +61,7 @@ def depthwise_conv(x, kernel, stride=1, dilation=1):
     Undilated: one node each way, the padding an attribute: "SAME" at
     stride 1 (symmetric for an odd k; with "EXPLICIT" the backward ran on
     TensorFlow's own kernels instead of oneDNN's, twice the time in the
-    evaluation network, bench/README.md), explicit at
+    evaluation network, docs/bench-log.md), explicit at
     stride 2, where SAME would pad the bottom and right only. Dilated:
     TensorFlow's CPU backprop kernels ignore a dilation attribute, so
     `tf.nn.depthwise_conv2d`'s SpaceToBatch form, whose SAME padding is the
@@ -89,7 +89,7 @@ def depthwise_conv(x, kernel, stride=1, dilation=1):
 # From this kernel size on, the stride-1 depthwise convolution takes its
 # gradient from `_depthwise_by_forwards` on a CPU host: oneDNN's own filter
 # gradient of a 5 x 5 depthwise kernel ran 3-7x its forward on the
-# development CPUs (3 x 3: about equal), bench/README.md.
+# development CPUs (3 x 3: about equal), docs/bench-log.md.
 # Not measured on a GPU, where the step keeps TensorFlow's own gradient.
 WIDE_KERNEL = 5
 _NATIVE_DILATION = {}  # dtype name -> whether this host's DepthwiseConv2dNative takes a dilation

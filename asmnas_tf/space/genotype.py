@@ -22,7 +22,7 @@ import numpy as np
 from asmnas_tf.space.primitives import reduction_indices
 from asmnas_tf.space.search_space import DARTS_SPACE, SearchSpace, make_space
 from asmnas_tf.errors import UserError
-from asmnas_tf.runtime.atomic_write import write_bytes_atomic
+from asmnas_tf.rundir.atomic_write import write_bytes_atomic
 from asmnas_tf.names import RULES
 
 FORMAT = "asmnas-genotype/1"

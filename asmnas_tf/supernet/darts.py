@@ -31,10 +31,10 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from asmnas_tf.runtime.grad_clip import all_reduce_sum, unscale_loss
-from asmnas_tf.runtime.optim import CoupledSGD
-from asmnas_tf.runtime.precision import inner_optimizer, loss_scale, loss_scaling
-from asmnas_tf.runtime.train_loop import replica_step
+from asmnas_tf.training.grad_clip import all_reduce_sum, unscale_loss
+from asmnas_tf.training.optim import CoupledSGD
+from asmnas_tf.training.precision import inner_optimizer, loss_scale, loss_scaling
+from asmnas_tf.training.train_loop import replica_step
 from asmnas_tf.supernet.model import LOGITS, SupernetModel
 from asmnas_tf.errors import UserError
 

@@ -11,8 +11,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from asmnas_tf.runtime.grad_clip import clip_by_global_norm, unscale_loss
-from asmnas_tf.runtime.precision import loss_scale, loss_scaling
+from asmnas_tf.training.grad_clip import clip_by_global_norm, unscale_loss
+from asmnas_tf.training.precision import loss_scale, loss_scaling
 from asmnas_tf.names import COEFFICIENTS, LOGITS  # noqa: F401  (importers use them from here too)
 
 # Output names of the supernet.

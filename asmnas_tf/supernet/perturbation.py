@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from asmnas_tf.layers.mixed_edge import MixedEdge
-from asmnas_tf.runtime.inference import accuracy
+from asmnas_tf.training.inference import accuracy
 from asmnas_tf.space.primitives import cell_name, edge_name
 from asmnas_tf.supernet.model import LOGITS
 

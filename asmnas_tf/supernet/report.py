@@ -11,8 +11,6 @@ import numpy as np
 from asmnas_tf.supernet import diagnostics
 from asmnas_tf.supernet.confidence import CONFIDENT, confidence_json, summary_line
 
-DIAGNOSTICS_FILE = "diagnostics.json"
-INITIAL_ATTENTION_FILE = "initial_attention.json"
 
 
 def search_report(initial, final, confidence, rule):

@@ -15,7 +15,6 @@ from asmnas_tf.supernet.builder import PATH_SAMPLER
 from asmnas_tf.supernet.model import LOGITS
 from asmnas_tf.supernet.selection import select_genotype
 
-RSPS_FILE = "rsps.json"
 
 
 def sample_candidates(num_cells, seed, count):

@@ -18,36 +18,32 @@ gin-configured wrapper the command runs. An interrupted run resumes from its las
 """
 
 import dataclasses
-import json
 import os
 import time
 
 import gin
-import keras
 import numpy as np
 import tensorflow as tf
 
-from asmnas_tf.runtime import run_dir as rd
-from asmnas_tf.runtime import train_loop
+from asmnas_tf.rundir import run_dir as rd
+from asmnas_tf.training import train_loop
 from asmnas_tf.supernet.darts import DartsModel, architecture_optimizer, compile_darts
-from asmnas_tf.runtime.callbacks import StepTimer
-from asmnas_tf.runtime.checkpoints import check_resumable, keep_states
-from asmnas_tf.runtime.run_skeleton import (check_counts, check_verbose, run_callbacks, start_run, working_dir,
+from asmnas_tf.training.callbacks import StepTimer
+from asmnas_tf.rundir.checkpoints import check_resumable, keep_states
+from asmnas_tf.training.run_skeleton import (check_counts, check_verbose, run_callbacks, start_run, working_dir,
                                              write_operative_config)
 from asmnas_tf.data import as_image_arrays, channel_stats, load_arrays, make_dataset, split_halves
-from asmnas_tf.runtime.distribute import make_strategy
-from asmnas_tf.space.genotype import read_genotype, write_genotype
-from asmnas_tf.runtime.optim import search_optimizer
-from asmnas_tf.runtime.precision import precision_policy
+from asmnas_tf.host.distribute import make_strategy
+from asmnas_tf.training.optim import search_optimizer
+from asmnas_tf.training.precision import precision_policy
 from asmnas_tf.plots import write_run_plots
 from asmnas_tf.supernet.model import compile_supernet
 from asmnas_tf.supernet.confidence import selection_confidence
-from asmnas_tf.supernet.report import DIAGNOSTICS_FILE, INITIAL_ATTENTION_FILE, search_report
-from asmnas_tf.supernet.selection import (RULES, coefficient_samples, mean_coefficients, read_attention,
-                                          select_genotype, write_attention)
-from asmnas_tf.supernet.telemetry import GENOTYPES_FILE, SearchTelemetry
+from asmnas_tf.supernet.report import search_report
+from asmnas_tf.supernet.selection import RULES, coefficient_samples, mean_coefficients, select_genotype
+from asmnas_tf.supernet.telemetry import SearchTelemetry
 from asmnas_tf.supernet.builder import PATH_SAMPLER, build_supernet
-from asmnas_tf.supernet.rsps import RSPS_FILE, rsps_select
+from asmnas_tf.supernet.rsps import rsps_select
 from asmnas_tf.supernet.perturbation import perturbation_scores
 from asmnas_tf.supernet.remedies import SearchRemedies, search_remedies
 from asmnas_tf.space.search_space import search_space
@@ -68,14 +64,16 @@ def search_datasets(arrays, batch_size, selection_batch_size, seed, architecture
     """
     (x_weights, y_weights), (x_select, y_select) = split_halves(arrays.x_train, arrays.y_train)
     mean, std = channel_stats(x_weights)
-    train = make_dataset(x_weights, y_weights, batch_size, training=True, mean=mean, std=std, seed=seed)
+    train = make_dataset(x_weights, y_weights, batch_size, training=True, mean=mean, std=std, seed=seed,
+                         dataset=arrays.name)
     select = make_dataset(x_select, y_select, selection_batch_size, training=False, mean=mean, std=std)
     telemetry = None
     if telemetry_samples:
         telemetry = make_dataset(x_select[:telemetry_samples], y_select[:telemetry_samples], selection_batch_size,
                                  training=False, mean=mean, std=std)
     if architecture:
-        alpha = make_dataset(x_select, y_select, batch_size, training=True, mean=mean, std=std, seed=seed + 1)
+        alpha = make_dataset(x_select, y_select, batch_size, training=True, mean=mean, std=std, seed=seed + 1,
+                             dataset=arrays.name)
         train = tf.data.Dataset.zip((train, alpha))
     return train, select, len(x_weights), len(x_select), telemetry
 
@@ -107,95 +105,123 @@ class SearchResult:
     resumed_complete: bool = False
 
 
-def _check_search_arguments(method, rule, epochs, batch_size, selection_batch_size, save_every_steps,
-                            telemetry_samples, rsps_candidates, rsps_images, seed, verbose):
-    """Every argument checked before any data is read or file written."""
-    if method not in METHODS:
-        raise UserError(f"run_search.method={method!r} is not one of {', '.join(METHODS)}")
-    if rule not in RULES:
-        raise UserError(f"run_search.rule={rule!r} is not one of {', '.join(RULES)}")
-    check_counts("run_search", epochs=(epochs, 1), batch_size=(batch_size, 1),
-                 selection_batch_size=(selection_batch_size, 1), save_every_steps=(save_every_steps, 0),
-                 telemetry_samples=(telemetry_samples, 0), rsps_candidates=(rsps_candidates, 1),
-                 rsps_images=(rsps_images, 1), seed=(seed, 0))
-    check_verbose("run_search", verbose)
-    keep_states()  # checkpoints.keep, read when the first state is saved
-    precision_policy()  # its binding checked now, set by start_run
-    train_loop.jit_compile_step()  # checked now, read by train_loop.fit
-    if method == "rsps" and rule != "argmax":
-        raise UserError(f"run_search.rule={rule!r}: RSPS samples argmax architectures (one op per edge); "
-                        f"use rule 'argmax' with method 'rsps'")
+@gin.configurable("run_search")
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """A search's options, checked once (`check`) before any data is read or file written.
+
+    Its gin name is `run_search`: `run_search.epochs = 10` binds a field.
+    Fields not given keep gin's binding, else these defaults (the paper's).
+    `save_every_steps`: the training state is saved this often inside an
+    epoch (and at every epoch end), so a killed run loses at most that many
+    steps (`train_loop.py`). `telemetry_samples`: selection images selected
+    on at every epoch end (`telemetry.py`; 0 turns it off). RSPS
+    (`method="rsps"`, `rsps.py`) ranks `rsps_candidates` sampled
+    architectures on the first `rsps_images` images of the selection half.
+    """
+
+    method: str = "asm"
+    epochs: int = 30
+    batch_size: int = 64
+    selection_batch_size: int = 256
+    rule: str = "argmax"
+    seed: int = 0
+    deterministic: bool = False
+    save_every_steps: int = 100
+    telemetry_samples: int = 256
+    rsps_candidates: int = 50
+    rsps_images: int = 500
+    verbose: object = "auto"
+
+    def check(self):
+        """One line naming the binding, the value and what is accepted; returns self."""
+        if self.method not in METHODS:
+            raise UserError(f"run_search.method={self.method!r} is not one of {', '.join(METHODS)}")
+        if self.rule not in RULES:
+            raise UserError(f"run_search.rule={self.rule!r} is not one of {', '.join(RULES)}")
+        check_counts("run_search", epochs=(self.epochs, 1), batch_size=(self.batch_size, 1),
+                     selection_batch_size=(self.selection_batch_size, 1),
+                     save_every_steps=(self.save_every_steps, 0), telemetry_samples=(self.telemetry_samples, 0),
+                     rsps_candidates=(self.rsps_candidates, 1), rsps_images=(self.rsps_images, 1),
+                     seed=(self.seed, 0))
+        check_verbose("run_search", self.verbose)
+        keep_states()  # checkpoints.keep, read when the first state is saved
+        precision_policy()  # its binding checked now, set by start_run
+        train_loop.jit_compile_step()  # checked now, read by train_loop.fit
+        if self.method == "rsps" and self.rule != "argmax":
+            raise UserError(f"run_search.rule={self.rule!r}: RSPS samples argmax architectures (one op per edge); "
+                            f"use rule 'argmax' with method 'rsps'")
+        return self
+
+
+def search_config(config=None, **fields):
+    """`config` (or the bound SearchConfig) with `fields` replaced; an unknown field is one line."""
+    names = {field.name for field in dataclasses.fields(SearchConfig)}
+    unknown = sorted(set(fields) - names)
+    if unknown:
+        raise UserError(f"search: unexpected argument(s) {', '.join(unknown)}; expected among {', '.join(sorted(names))}")
+    return dataclasses.replace(config, **fields) if config is not None else SearchConfig(**fields)
 
 
 def _completed(model_dir):
     """The result of a finished search in `model_dir`, or None."""
-    genotype_path = os.path.join(model_dir, rd.GENOTYPE_FILE)
-    if not os.path.exists(genotype_path):
+    run = rd.RunDir(model_dir)
+    if not os.path.exists(run.genotype_path):
         return None
-    print(f"Search already complete: {genotype_path}")
-    return SearchResult(genotype=read_genotype(genotype_path), model_dir=model_dir, resumed_complete=True)
+    print(f"Search already complete: {run.genotype_path}")
+    return SearchResult(genotype=run.read_genotype(), model_dir=model_dir, resumed_complete=True)
 
 
 def search(
     x,
     y=None,
     *,
-    method="asm",
-    epochs=30,
-    batch_size=64,
-    selection_batch_size=256,
-    rule="argmax",
+    config=None,
     num_cells=None,
     channels=None,
     supernet_options=None,
-    seed=0,
-    deterministic=False,
-    save_every_steps=100,
-    telemetry_samples=256,
-    rsps_candidates=50,
-    rsps_images=500,
-    verbose="auto",
     callbacks=(),
     model_dir=None,
     remedies=None,
+    **fields,
 ):
     """Search cells on the images `x` with labels `y`; returns a `SearchResult`.
 
     `x`, `y`: numpy images [N, H, W(, C)] and integer labels, or a
     `tf.data.Dataset` of (image, label) as `x`, or an `ImageArrays`. The
     training images are split in two halves (SPEC §4): the first trains the
-    supernet, the second selects. `num_cells`, `channels` and
+    supernet, the second selects. `config`: a `SearchConfig`; `fields`
+    (method, epochs, batch_size, selection_batch_size, rule, seed,
+    deterministic, save_every_steps, telemetry_samples, rsps_candidates,
+    rsps_images, verbose) replace its fields. `num_cells`, `channels` and
     `supernet_options` (more `build_supernet` arguments) size the supernet;
     None keeps gin's binding or the paper's default (L = 15, C = 16).
-    `callbacks`: Keras callbacks added to the run's. `telemetry_samples`:
-    images of the selection half selected on at every epoch end (the
-    telemetry of `telemetry.py`; 0 turns it off). `method="rsps"`: random
-    search with weight sharing (`rsps.py`): one sampled path per step, then
-    the best of `rsps_candidates` sampled architectures on the first
-    `rsps_images` images of the selection half.
-    `model_dir`: the run directory (checkpoints, history, TensorBoard,
-    attention.json, genotype.json, plots), resumed if it holds an
-    interrupted run of this search; None writes nothing that outlives the
-    call (the checkpoints go to a temporary folder, removed at the end).
-    `remedies`: a `SearchRemedies` (warm-up, selection by perturbation, no
-    zero, a cap on parameter-free ops); None: the bound `search_remedies()`.
-    The search space is the bound `search_space()`.
+    `callbacks`: Keras callbacks added to the run's. `model_dir`: the run
+    directory (checkpoints, history, TensorBoard, attention.json,
+    genotype.json, plots), resumed if it holds an interrupted run of this
+    search; None writes nothing that outlives the call (the checkpoints go
+    to a temporary folder, removed at the end). `remedies`: a
+    `SearchRemedies`; None: the bound `search_remedies()`. The search space
+    is the bound `search_space()`.
     """
-    _check_search_arguments(method, rule, epochs, batch_size, selection_batch_size, save_every_steps,
-                            telemetry_samples, rsps_candidates, rsps_images, seed, verbose)
-    remedies = (search_remedies() if remedies is None else remedies).check(search_space(), method)
+    config = search_config(config, **fields)
+    supernet_kwargs = dict(supernet_options or {}, **_given(num_cells=num_cells, channels=channels))
+    return _run(lambda: as_image_arrays(x, y), config, model_dir, supernet_kwargs, callbacks, remedies)
+
+
+def _run(load_data, config, model_dir, supernet_kwargs=None, callbacks=(), remedies=None):
+    """The skeleton every search runs: checks, resume, data, the search, its files."""
+    config.check()
+    remedies = (search_remedies() if remedies is None else remedies).check(search_space(), config.method)
     completed = _completed(model_dir) if model_dir is not None else None
     if completed:
         return completed
     if model_dir is not None:  # a spoilt saved state is found now, not after the data is read
-        check_resumable(os.path.join(model_dir, rd.CHECKPOINT_DIR))
+        check_resumable(rd.RunDir(model_dir).checkpoints)
     train_loop.check_jit_compile(make_strategy())  # first: it may split the CPU into logical devices
-    arrays = as_image_arrays(x, y)
-    supernet_kwargs = dict(supernet_options or {}, **_given(num_cells=num_cells, channels=channels))
+    arrays = load_data()
     with working_dir(model_dir, "asmnas-search-") as (directory, keep_files):
-        result = _search(arrays, directory, method, epochs, batch_size, selection_batch_size, rule, supernet_kwargs,
-                         seed, deterministic, save_every_steps, telemetry_samples, rsps_candidates, rsps_images,
-                         verbose, callbacks, keep_files, remedies)
+        result = _search(arrays, directory, config, supernet_kwargs or {}, callbacks, keep_files, remedies)
     return result if keep_files else dataclasses.replace(result, model_dir=None)
 
 
@@ -203,15 +229,14 @@ def _given(**values):
     return {k: v for k, v in values.items() if v is not None}
 
 
-def _search(arrays, model_dir, method, epochs, batch_size, selection_batch_size, rule, supernet_kwargs,
-            seed, deterministic, save_every_steps, telemetry_samples, rsps_candidates, rsps_images, verbose,
-            extra_callbacks, keep_files, remedies):
+def _search(arrays, model_dir, config, supernet_kwargs, extra_callbacks, keep_files, remedies):
     """The search itself, in `model_dir` (a temporary one when not `keep_files`)."""
-    strategy, chief = start_run(seed, deterministic)
+    method, epochs, batch_size, seed, rule = config.method, config.epochs, config.batch_size, config.seed, config.rule
+    strategy, chief = start_run(seed, config.deterministic)
     rsps = method == "rsps"
     train, select, n_train, n_select, subset = search_datasets(
-        arrays, batch_size, selection_batch_size, seed, architecture=method in ("darts1", "darts2"),
-        telemetry_samples=rsps_images if rsps else telemetry_samples,
+        arrays, batch_size, config.selection_batch_size, seed, architecture=method in ("darts1", "darts2"),
+        telemetry_samples=config.rsps_images if rsps else config.telemetry_samples,
     )
     steps_per_epoch = n_train // batch_size
     if steps_per_epoch < 1:
@@ -248,21 +273,23 @@ def _search(arrays, model_dir, method, epochs, batch_size, selection_batch_size,
     if remedies != SearchRemedies():
         source["remedies"] = dataclasses.asdict(remedies)
     # RSPS has no coefficients to watch: its selection ranks sampled paths.
-    initial_coeffs = None if rsps else _initial_coefficients(model, select, model_dir, chief and keep_files)
+    run = rd.RunDir(model_dir)
+    initial_coeffs = None if rsps else _initial_coefficients(model, select, run, chief and keep_files)
     telemetry = [] if subset is None or rsps else [SearchTelemetry(
         subset, initial_coeffs, rule, source,
-        path=os.path.join(model_dir, GENOTYPES_FILE) if chief and keep_files else None,
-        tensorboard_dir=os.path.join(model_dir, rd.TENSORBOARD_DIR) if chief and keep_files else None)]
-    timer = StepTimer(os.path.join(model_dir, rd.TIMING_FILE) if chief else None)
+        path=run.genotypes_path if chief and keep_files else None,
+        tensorboard_dir=run.tensorboard if chief and keep_files else None)]
+    timer = StepTimer(run.file(rd.TIMING_FILE) if chief else None)
     callbacks = run_callbacks(model_dir, timer, chief and keep_files, schedules=telemetry) + list(extra_callbacks)
     history = train_loop.fit(model, train, epochs=epochs, strategy=strategy,
-                             checkpoint_dir=os.path.join(model_dir, rd.CHECKPOINT_DIR), callbacks=callbacks,
-                             save_every_steps=save_every_steps, steps_per_epoch=steps_per_epoch, verbose=verbose)
+                             checkpoint_dir=run.checkpoints, callbacks=callbacks,
+                             save_every_steps=config.save_every_steps, steps_per_epoch=steps_per_epoch,
+                             verbose=config.verbose)
     if not chief:
         return SearchResult(model=model, history=history.history, model_dir=model_dir, chief=False)
 
     if rsps:
-        return _rsps_selection(model, subset, arrays, source, rsps_candidates, model_dir, keep_files, history,
+        return _rsps_selection(model, subset, arrays, source, config.rsps_candidates, run, keep_files, history,
                                timer, build_s, started)
     # Selection (Algorithm 1, steps 6-13): frozen weights, inference mode.
     samples, selection_accuracy = coefficient_samples(model, select)
@@ -276,19 +303,19 @@ def _search(arrays, model_dir, method, epochs, batch_size, selection_batch_size,
     timing = {"build_s": build_s, **timer.summary(), "selection_accuracy": selection_accuracy,
               "wall_s": time.perf_counter() - started}
     if keep_files:
-        rd.save_weights_atomic(model, os.path.join(model_dir, rd.SUPERNET_WEIGHTS_FILE))
-        write_attention(os.path.join(model_dir, rd.ATTENTION_FILE), mean_coeffs, num_samples, confidence)
-        rd.write_text_atomic(os.path.join(model_dir, DIAGNOSTICS_FILE), json.dumps(report, indent=1) + "\n")
-        write_genotype(os.path.join(model_dir, rd.GENOTYPE_FILE), genotype)
+        rd.save_weights_atomic(model, run.supernet_weights)
+        run.write_attention(mean_coeffs, num_samples, confidence)
+        run.write_diagnostics(report)
+        run.write_genotype(genotype)
         plots = write_run_plots(model_dir)  # Fig. 4 heatmaps, Appendix A cell diagrams
-        rd.write_text_atomic(os.path.join(model_dir, rd.TIMING_FILE), json.dumps(timing, indent=1) + "\n")
+        run.write_timing(timing)
         write_operative_config(model_dir)
     return SearchResult(genotype=genotype, coefficients=np.asarray(mean_coeffs), selection_accuracy=selection_accuracy,
                         history=history.history, model=model, model_dir=model_dir, plots=plots, timing=timing,
                         diagnostics=report)
 
 
-def _rsps_selection(model, subset, arrays, source, candidates, model_dir, keep_files, history, timer, build_s,
+def _rsps_selection(model, subset, arrays, source, candidates, run, keep_files, history, timer, build_s,
                     started):
     """RSPS's end: the best of `candidates` sampled architectures on the shared weights (`rsps.py`)."""
     num_cells = model.get_layer(PATH_SAMPLER).num_cells
@@ -299,68 +326,38 @@ def _rsps_selection(model, subset, arrays, source, candidates, model_dir, keep_f
               "wall_s": time.perf_counter() - started}
     plots = []
     if keep_files:
-        rd.save_weights_atomic(model, os.path.join(model_dir, rd.SUPERNET_WEIGHTS_FILE))
-        rd.write_text_atomic(os.path.join(model_dir, RSPS_FILE), json.dumps(record) + "\n")
-        write_genotype(os.path.join(model_dir, rd.GENOTYPE_FILE), genotype)
-        plots = write_run_plots(model_dir)
-        rd.write_text_atomic(os.path.join(model_dir, rd.TIMING_FILE), json.dumps(timing, indent=1) + "\n")
-        write_operative_config(model_dir)
+        rd.save_weights_atomic(model, run.supernet_weights)
+        run.write_rsps(record)
+        run.write_genotype(genotype)
+        plots = write_run_plots(run.path)
+        run.write_timing(timing)
+        write_operative_config(run.path)
     return SearchResult(genotype=genotype, selection_accuracy=record["best_accuracy"], history=history.history,
-                        model=model, model_dir=model_dir, plots=plots, timing=timing, diagnostics={"rsps": record})
+                        model=model, model_dir=run.path, plots=plots, timing=timing, diagnostics={"rsps": record})
 
 
-def _initial_coefficients(model, select, model_dir, write):
+def _initial_coefficients(model, select, run, write):
     """Mean coefficients of the untrained supernet on the selection split (the baseline).
 
     Computed before the first step and kept in the run directory, so that
     a resumed run compares with the same initialisation.
     """
-    path = os.path.join(model_dir, INITIAL_ATTENTION_FILE)
-    if os.path.exists(path):
-        return read_attention(path)
+    record = run.read_attention(initial=True)
+    if record is not None:
+        return record.coefficients
     initial, num_samples, _ = mean_coefficients(model, select)
     if write:
-        write_attention(path, initial, num_samples)
+        run.write_attention(initial, num_samples, initial=True)
     return initial
 
 
-@gin.configurable(denylist=["model_dir", "extra_callbacks"])
-def run_search(
-    model_dir,
-    method="asm",
-    batch_size=64,
-    epochs=30,
-    selection_batch_size=256,
-    rule="argmax",
-    seed=0,
-    deterministic=False,
-    save_every_steps=100,
-    telemetry_samples=256,
-    rsps_candidates=50,
-    rsps_images=500,
-    verbose="auto",
-    extra_callbacks=(),
-):
-    """`search` on the dataset of `load_arrays` (gin), in `model_dir`: the command's runner.
+def run_search(model_dir, config=None, extra_callbacks=()):
+    """The search of the bound `SearchConfig` (`run_search.*`) on the dataset of `load_arrays`, in `model_dir`.
 
-    `save_every_steps`: the training state is saved this often inside an
-    epoch (and at every epoch end), so a killed run loses at most that many
-    steps (`train_loop.py`). Under a multi-worker strategy only the chief
+    The command's runner. Under a multi-worker strategy only the chief
     writes; the other workers get a result with `chief=False`, no genotype.
     """
-    _check_search_arguments(method, rule, epochs, batch_size, selection_batch_size, save_every_steps,
-                            telemetry_samples, rsps_candidates, rsps_images, seed, verbose)
-    search_remedies().check(search_space(), method)  # the space's and the remedies' bindings, before the data
-    completed = _completed(model_dir)
-    if completed:
-        return completed
-    check_resumable(os.path.join(model_dir, rd.CHECKPOINT_DIR))
-    train_loop.check_jit_compile(make_strategy())  # before the data: it may split the CPU into logical devices
-    return search(load_arrays(), method=method, epochs=epochs, batch_size=batch_size,
-                  selection_batch_size=selection_batch_size, rule=rule, seed=seed, deterministic=deterministic,
-                  save_every_steps=save_every_steps, telemetry_samples=telemetry_samples,
-                  rsps_candidates=rsps_candidates, rsps_images=rsps_images, verbose=verbose,
-                  callbacks=extra_callbacks, model_dir=model_dir)
+    return _run(load_arrays, config or SearchConfig(), model_dir, callbacks=extra_callbacks)
 
 
 def _select(model, select, mean_coeffs, rule, source, remedies):

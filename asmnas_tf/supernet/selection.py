@@ -10,15 +10,13 @@ the selection split gives the mean attention coefficient of every
   edges whose best non-zero op has the largest coefficient.
 """
 
-import json
 
 import numpy as np
 
 from asmnas_tf.space.genotype import Cell, Edge, Genotype
 from asmnas_tf.space.primitives import reduction_indices
 from asmnas_tf.space.search_space import search_space
-from asmnas_tf.runtime.run_dir import write_text_atomic
-from asmnas_tf.runtime.inference import accuracy, outputs_and_labels
+from asmnas_tf.training.inference import accuracy, outputs_and_labels
 from asmnas_tf.supernet.model import COEFFICIENTS, LOGITS
 from asmnas_tf.errors import UserError
 from asmnas_tf.names import RULES  # noqa: F401  (importers use it from here too)
@@ -120,46 +118,3 @@ def select_genotype(mean_coeffs, rule="argmax", source=None, space=None, exclude
     cells = tuple(cells)
     return Genotype(cells=cells, source=dict(source or {}, rule=rule), primitives=space.primitives,
                     nodes=space.nodes)
-
-
-def attention_record(mean_coeffs, num_samples, confidence=None, space=None):
-    """The content of attention.json: mean coefficients per cell, edge and op.
-
-    With `confidence` (`confidence.selection_confidence`'s record) each cell
-    also holds the standard error of every coefficient, the chosen op's
-    margin over the runner-up and the bootstrap confidence of each edge's
-    argmax (null where the coefficients have no per-sample spread: DARTS).
-    """
-    reductions = reduction_indices(len(mean_coeffs))
-    cells = []
-    for index, cell in enumerate(mean_coeffs):
-        entry = {"reduction": index in reductions, "coefficients": np.round(cell, 8).tolist()}
-        if confidence is not None:
-            entry["stderr"] = np.round(confidence["stderr"][index], 8).tolist()
-            entry["margin"] = np.round(confidence["margin"][index], 8).tolist()
-            boot = confidence["argmax_confidence"]
-            entry["argmax_confidence"] = None if boot is None else np.round(boot[index], 4).tolist()
-            if confidence.get("top2_confidence") is not None:
-                entry["top2_confidence"] = np.round(confidence["top2_confidence"][index], 4).tolist()
-        cells.append(entry)
-    space = search_space() if space is None else space
-    record = {
-        "primitives": list(space.primitives),
-        "edges": [[source, target] for source, target in space.edges],
-        "num_samples": int(num_samples),
-        "cells": cells,
-    }
-    if confidence is not None:
-        record["bootstrap_resamples"] = None if not confidence["per_sample"] else int(confidence["resamples"])
-    return record
-
-
-def write_attention(path, mean_coeffs, num_samples, confidence=None, space=None):
-    write_text_atomic(path, json.dumps(attention_record(mean_coeffs, num_samples, confidence, space), indent=1) + "\n")
-
-
-def read_attention(path):
-    """Mean coefficients [L, 14, |O|] back from attention.json."""
-    with open(path, encoding="utf-8") as f:
-        record = json.load(f)
-    return np.array([cell["coefficients"] for cell in record["cells"]], dtype=np.float64)

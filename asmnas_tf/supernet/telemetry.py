@@ -21,14 +21,13 @@ import numpy as np
 import tensorflow as tf
 
 from asmnas_tf.layers.mixed_edge import EMBEDDINGS, MixedEdge
-from asmnas_tf.runtime.run_dir import write_text_atomic
+from asmnas_tf.rundir.run_dir import write_text_atomic
 from asmnas_tf.space.genotype import to_dict
 from asmnas_tf.space.search_space import search_space
 from asmnas_tf.supernet import diagnostics
 from asmnas_tf.supernet.model import COEFFICIENTS, LOGITS
 from asmnas_tf.supernet.selection import select_genotype
 
-GENOTYPES_FILE = "genotypes.jsonl"
 
 
 def read_epoch_lines(path):

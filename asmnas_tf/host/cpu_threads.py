@@ -7,7 +7,7 @@ to four busy threads on two cores. The supernet's step is ~40,000 small
 ops, many of them independent (the 8 ops of an edge, the edges into a
 node): the ops themselves are the parallelism, and splitting each one only
 adds hand-offs and threads waiting on each other. Measured on a 2-core AMD
-EPYC (bench/README.md): the supernet's step at L = 8
+EPYC (docs/bench-log.md): the supernet's step at L = 8
 1.62-1.68 s with the defaults, 1.00-1.05 s with two ops at once on one
 thread each; one op at a time on one thread: 1.70-1.75 s.
 

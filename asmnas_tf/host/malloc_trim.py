@@ -9,7 +9,7 @@ returned on `free`), and the step's activations, held by TensorFlow's own
 pool allocator (3.1 GB at its peak), then come on top of it: peak RSS
 4.9-5.1 GB. `malloc_trim(0)` hands every free page of every arena back;
 called every half second while the first call runs, the peak was 4.35 GB
-and the first call no slower (bench/README.md).
+and the first call no slower (docs/bench-log.md).
 
 Used around the first call of the training step (`train_loop.fit`) and of
 inference (`inference.py`); later calls build nothing. Elsewhere than glibc
@@ -19,7 +19,7 @@ it does nothing.
 import contextlib
 import threading
 
-from asmnas_tf.runtime.malloc_arenas import glibc_function
+from asmnas_tf.host.malloc_arenas import glibc_function
 
 INTERVAL_S = 0.5
 

@@ -24,7 +24,7 @@ import re
 import gin
 
 from asmnas_tf.errors import UserError
-from asmnas_tf.runtime.atomic_write import write_file_atomic, write_text_atomic
+from asmnas_tf.rundir.atomic_write import write_file_atomic, write_text_atomic
 
 STATE_FILE = "latest.json"  # the newest state's manifest: written last, atomically
 _STATE_NAME = re.compile(r"^state-e(\d{4,})-s(\d{6,})\.json$")

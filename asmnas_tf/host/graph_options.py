@@ -1,17 +1,17 @@
 """Grappler settings for the training step on a CPU-only host.
 
 The supernet's first step is dominated by tracing and graph optimisation
-(bench/README.md, "Start-up levers"). Some of Grappler's passes cost
+(docs/bench-log.md, "Start-up levers"). Some of Grappler's passes cost
 start-up time and do nothing for a CPU step: the memory optimizer (it
 recomputes or swaps tensors to save accelerator memory), a second
 meta-optimizer iteration, both TFG passes (shape inference, control-flow
 sinking), constant folding, the layout optimizer (the graph is NHWC
 already), loop optimisation and the implementation selector. At paper size
 they were ~12 s of the ~21 s of Grappler; with them off the steady step is
-unchanged (per-pass times and A/B figures in bench/README.md). The remapper
+unchanged (per-pass times and A/B figures in docs/bench-log.md). The remapper
 (oneDNN fusions: BatchNorm + ReLU, MatMul + BiasAdd) is off too: ~2.5 s of
 the supernet's Grappler time, op thread-time a step unchanged without it,
-and the evaluation network's peak RSS 0.47 GB lower (bench/README.md). On a GPU host Grappler keeps its defaults: the memory
+and the evaluation network's peak RSS 0.47 GB lower (docs/bench-log.md). On a GPU host Grappler keeps its defaults: the memory
 optimizer, layout and the cuDNN fusions may matter there.
 
 `tf.config.optimizer.set_experimental_options` reaches only some of these

@@ -1,7 +1,7 @@
 """What every entry point shares (SPEC §9): flags, strict gin, one-line errors.
 
-`--gin_file` (repeatable; a path, or one relative to the package's
-configs/ folder, asmnas_tf/configs), `--gin_param` (repeatable), `--model_dir`. Gin parsing is strict:
+`--gin_file` (repeatable; a path, or one relative to the shipped
+configs: the checkout's gin/, inside the package as asmnas_tf/configs), `--gin_param` (repeatable), `--model_dir`. Gin parsing is strict:
 an unknown configurable or parameter is an error before any work starts.
 A user error (bad flag value, gin binding, genotype, data, run directory)
 prints one line, `error: ...`, and exits with status 2: no traceback.
@@ -15,7 +15,7 @@ import sys
 from absl import flags, logging
 
 from asmnas_tf.errors import UserError
-from asmnas_tf.runtime.malloc_arenas import disable_fastbins, limit_malloc_arenas
+from asmnas_tf.host.malloc_arenas import disable_fastbins, limit_malloc_arenas
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 limit_malloc_arenas()  # before TensorFlow's threads: peak RSS (malloc_arenas.py)
@@ -50,17 +50,17 @@ import gin  # noqa: E402
 # configurable registered, and these modules hold some (load_arrays,
 # make_dataset, make_strategy) that a command's own imports may not reach.
 import asmnas_tf.data  # noqa: E402,F401
-import asmnas_tf.runtime.checkpoints  # noqa: E402,F401
-import asmnas_tf.runtime.distribute  # noqa: E402,F401
+import asmnas_tf.rundir.checkpoints  # noqa: E402,F401
+import asmnas_tf.host.distribute  # noqa: E402,F401
 import asmnas_tf.space.genotype  # noqa: E402,F401
-from asmnas_tf.runtime.run_dir import discard_unused_run_dirs  # noqa: E402
-from asmnas_tf.runtime.stop_signals import RunStopped  # noqa: E402
+from asmnas_tf.rundir.run_dir import discard_unused_run_dirs  # noqa: E402
+from asmnas_tf.rundir.stop_signals import RunStopped  # noqa: E402
 
 # The shipped configs are package data: found in the installed package as in
 # the checkout, from any working directory.
 GIN_DIR = str(importlib.resources.files("asmnas_tf") / "configs")
 
-flags.DEFINE_multi_string("gin_file", [], "Gin config file(s); relative paths may be under asmnas_tf/configs/.")
+flags.DEFINE_multi_string("gin_file", [], "Gin config file(s): a path, or one under the shipped gin/ (e.g. search/demo.gin).")
 flags.DEFINE_multi_string("gin_param", [], "Gin binding(s), e.g. 'run_search.epochs = 2'.")
 flags.DEFINE_string("model_dir", None, "Run directory (SPEC §8).")
 
@@ -212,9 +212,9 @@ def prepare_run_dir(model_dir, config):
     the same command with the same --model_dir (a shared folder), and only
     the chief writes there (the others read the saved state to resume).
     """
-    from asmnas_tf.runtime import run_dir
-    from asmnas_tf.runtime.distribute import make_strategy
-    from asmnas_tf.runtime.train_loop import is_chief
+    from asmnas_tf.rundir import run_dir
+    from asmnas_tf.host.distribute import make_strategy
+    from asmnas_tf.training.train_loop import is_chief
 
     if is_chief(make_strategy()):
         run_dir.prepare(model_dir, config)

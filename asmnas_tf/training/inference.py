@@ -15,7 +15,7 @@ import contextlib
 import numpy as np
 import tensorflow as tf
 
-from asmnas_tf.runtime.malloc_trim import trimming_freed_memory
+from asmnas_tf.host.malloc_trim import trimming_freed_memory
 
 
 def outputs_and_labels(model, dataset):

@@ -6,7 +6,7 @@ Grappler and executor threads spread the first step's allocations over many
 arenas, and the peak resident memory is their sum. Two arenas: the
 paper-size supernet (L = 15, C = 16, batch 16) peaked at 4.73 GB against
 5.01-5.05 GB, with the step unchanged within its noise; one arena: 4.58 GB
-but the step 25% slower (lock contention). Measured in bench/README.md.
+but the step 25% slower (lock contention). Measured in docs/bench-log.md.
 
 Fastbins off (`mallopt(M_MXFAST, 0)`): glibc keeps small freed chunks
 in per-size "fast" lists and merges them all back (`malloc_consolidate`)
@@ -17,7 +17,7 @@ paper's size `malloc_consolidate` alone was 4.8% of the process's samples
 (`perf record`). Without fastbins small chunks go to glibc's per-thread
 cache and its ordinary bins: the paper-size supernet's first step 1.0-4.0 s
 shorter in seven pairs, the steady step and peak RSS unchanged
-(bench/README.md).
+(docs/bench-log.md).
 
 Set by the commands (`cli.py`) before TensorFlow starts its threads; a
 user's own `MALLOC_ARENA_MAX` (or `GLIBC_TUNABLES`' `glibc.malloc.mxfast`)

@@ -31,9 +31,9 @@ import numpy as np
 import tensorflow as tf
 from asmnas_tf.errors import UserError
 
-from asmnas_tf.runtime.checkpoints import STATE_FILE, load_state, read_state, save_state  # noqa: F401
-from asmnas_tf.runtime.malloc_trim import trimming_freed_memory
-from asmnas_tf.runtime.stop_signals import RunStopped, stop_on_signals
+from asmnas_tf.rundir.checkpoints import STATE_FILE, load_state, read_state, save_state  # noqa: F401
+from asmnas_tf.host.malloc_trim import trimming_freed_memory
+from asmnas_tf.rundir.stop_signals import RunStopped, stop_on_signals
 
 
 class WorkerLostError(UserError):
@@ -62,7 +62,7 @@ def jit_compile_step(enabled=False):
     """Whether the train step is compiled by XLA (`tf.function(jit_compile=True)`), as Keras's `jit_compile`.
 
     Off by default, as Keras: on a 2-core CPU it was measured only at tiny
-    sizes (bench/README.md); on a GPU `bench/gpu.sh` measures it. One replica only: the clip's and the
+    sizes (docs/bench-log.md); on a GPU `bench/gpu.sh` measures it. One replica only: the clip's and the
     optimizer's all-reduce do not compile.
     """
     if not isinstance(enabled, bool):
@@ -86,7 +86,7 @@ def replica_step(step, jit_compile=False):
     (`trainer.py`'s `do_not_convert`): the step has no Python control flow
     on tensors, and AutoGraph's `converted_call` wrapped every variable's
     optimizer update and clip (about 4 conversions a variable: 550 for an
-    8-cell evaluation network) for an identical graph (bench/README.md).
+    8-cell evaluation network) for an identical graph (docs/bench-log.md).
     """
     step = tf.autograph.experimental.do_not_convert(step)
     return tf.function(step, jit_compile=True) if jit_compile else step

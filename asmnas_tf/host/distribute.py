@@ -16,7 +16,7 @@ import os
 import gin
 import tensorflow as tf
 from asmnas_tf.errors import UserError
-from asmnas_tf.runtime.cpu_threads import one_thread_per_op_on_cpu
+from asmnas_tf.host.cpu_threads import one_thread_per_op_on_cpu
 
 STRATEGIES = ("mirrored", "default", "multi_worker")
 CLUSTERS = ("tf_config", "slurm")

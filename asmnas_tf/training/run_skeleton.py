@@ -18,13 +18,13 @@ import keras
 import tensorflow as tf
 
 from asmnas_tf.errors import UserError
-from asmnas_tf.runtime import run_dir as rd
-from asmnas_tf.runtime import run_lock
-from asmnas_tf.runtime.callbacks import HistoryCSV, LearningRateLogger, StopOnNonFiniteLoss
-from asmnas_tf.runtime.distribute import make_strategy
-from asmnas_tf.runtime.graph_options import lean_grappler_on_cpu
-from asmnas_tf.runtime.precision import apply_precision_policy
-from asmnas_tf.runtime.train_loop import check_jit_compile, is_chief
+from asmnas_tf.rundir import run_dir as rd
+from asmnas_tf.rundir import run_lock
+from asmnas_tf.training.callbacks import HistoryCSV, LearningRateLogger, StopOnNonFiniteLoss
+from asmnas_tf.host.distribute import make_strategy
+from asmnas_tf.host.graph_options import lean_grappler_on_cpu
+from asmnas_tf.training.precision import apply_precision_policy
+from asmnas_tf.training.train_loop import check_jit_compile, is_chief
 
 
 def seed_everything(seed, deterministic):
@@ -47,11 +47,11 @@ def start_run(seed, deterministic):
 def run_callbacks(model_dir, timer, write_files, schedules=()):
     """The run's callbacks in their order; `write_files`: the chief of a run kept on disk."""
     # First: a NaN loss must stop the run before the epoch's state is saved.
-    guard = StopOnNonFiniteLoss(os.path.join(model_dir, rd.CHECKPOINT_DIR))
+    guard = StopOnNonFiniteLoss(rd.RunDir(model_dir).checkpoints)
     writers = [
         LearningRateLogger(),  # before the two below, so that both record it
-        HistoryCSV(os.path.join(model_dir, rd.HISTORY_FILE)),
-        keras.callbacks.TensorBoard(os.path.join(model_dir, rd.TENSORBOARD_DIR), write_graph=False),
+        HistoryCSV(rd.RunDir(model_dir).history),
+        keras.callbacks.TensorBoard(rd.RunDir(model_dir).tensorboard, write_graph=False),
     ] if write_files else []
     return [guard, *schedules, *writers, timer]
 

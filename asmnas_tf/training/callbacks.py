@@ -9,7 +9,7 @@ import time
 import keras
 import numpy as np
 
-from asmnas_tf.runtime.run_dir import write_text_atomic
+from asmnas_tf.rundir.run_dir import write_text_atomic
 from asmnas_tf.errors import UserError
 
 
@@ -110,7 +110,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         loss = float(np.asarray((logs or {}).get("loss", 0.0)))
         if math.isfinite(loss):
             return
-        from asmnas_tf.runtime.train_loop import read_state
+        from asmnas_tf.training.train_loop import read_state
 
         epoch, step, weights = read_state(self.checkpoint_dir)
         kept = (f"the last saved state (epoch {epoch}, step {step}) is kept in {self.checkpoint_dir}"
