@@ -15,6 +15,7 @@ import tensorflow as tf
 from asmnas_tf.commands import cli
 
 from asmnas_tf.evaluation import runner as train
+from asmnas_tf.rundir import run_dir as rd
 from asmnas_tf.data import load_arrays
 from asmnas_tf.data import imagenet  # noqa: F401  (its configurable, before parsing)
 
@@ -52,7 +53,7 @@ def test_fashion_mnist_train_resume_export(tmp_path, capsys):
         with pytest.raises(Interrupt):
             train.run_train(model_dir, extra_callbacks=[InterruptAfterFirstEpoch()])
         assert _history_epochs(model_dir) == [0]
-        assert not os.path.exists(os.path.join(model_dir, train.RESULTS_FILE))
+        assert not os.path.exists(os.path.join(model_dir, rd.RESULTS_FILE))
 
         # The second invocation resumes: epoch 0 is not trained again.
         result = train.run_train(model_dir)
@@ -63,9 +64,9 @@ def test_fashion_mnist_train_resume_export(tmp_path, capsys):
         # determinism (a process-wide switch that picks other kernels).
         assert result.test_accuracy > 0.82
         assert f"Test accuracy: {result.test_accuracy:.4f}" in capsys.readouterr().out
-        with open(os.path.join(model_dir, train.RESULTS_FILE)) as f:
+        with open(os.path.join(model_dir, rd.RESULTS_FILE)) as f:
             assert json.load(f) == result.results
-        with open(os.path.join(model_dir, train.SIZE_FILE)) as f:
+        with open(os.path.join(model_dir, rd.SIZE_FILE)) as f:
             size = json.load(f)
         assert size["params"] == result.results["params"] > 0 and size["macs"] > 0 and size["aux_params"] > 0
         for name in ("model.keras", "normalization.json", "operative_config.gin", "timing.json"):

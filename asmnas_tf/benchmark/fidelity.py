@@ -38,6 +38,10 @@ def summary(table):
     return result
 
 
+def _f(value, digits=2):
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def summary_text(record):
     lines = [f"architectures (seed 0): {record['architectures']}"]
     if record["architectures"] == 0:
@@ -49,8 +53,8 @@ def summary_text(record):
         noise = record["seed_noise_std"]
         lines.append(f"two seeds: {record['two_seeds']} architectures; one run's noise (std) "
                      f"{noise if noise is None else round(noise, 4)}; mean |difference| "
-                     f"{record['mean_abs_seed_difference']:.4f}; tau between seeds {record['tau_between_seeds']}; "
-                     f"spread / noise {record['spread_over_noise']}")
+                     f"{record['mean_abs_seed_difference']:.4f}; tau between seeds {_f(record['tau_between_seeds'])}; "
+                     f"spread / noise {_f(record['spread_over_noise'], 1)}")
     for row in record["tau_to_final"]:
-        lines.append(f"budget {row['budget']:>6} images: tau to final {row['all']}, top 20% {row['top20']}")
+        lines.append(f"budget {row['budget']:>6} images: tau to final {_f(row['all'])}, top 20% {_f(row['top20'])}")
     return "\n".join(lines)

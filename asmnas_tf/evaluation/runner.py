@@ -27,15 +27,15 @@ from asmnas_tf.rundir import run_dir as rd
 from asmnas_tf.rundir.atomic_write import write_file_atomic
 from asmnas_tf.training import train_loop
 from asmnas_tf.training.callbacks import StepTimer
-from asmnas_tf.rundir.checkpoints import check_resumable, keep_states
-from asmnas_tf.training.run_skeleton import (check_counts, check_verbose, run_callbacks, start_run, working_dir,
-                                             write_operative_config)
+from asmnas_tf.rundir.checkpoints import check_resumable
+from asmnas_tf.training.run_skeleton import (check_counts, check_run_bindings, config_with, run_callbacks, start_run,
+                                             working_dir, write_operative_config)
 from asmnas_tf.data import as_image_arrays, channel_stats, load_arrays, make_dataset
 from asmnas_tf.data.pipeline import MIRROR_INVARIANT, flips
 from asmnas_tf.host.distribute import make_strategy
 from asmnas_tf.layers.drop_path import DropPathSchedule
 from asmnas_tf.evaluation.model import compile_eval_model
-from asmnas_tf.training.precision import inner_optimizer, precision_policy
+from asmnas_tf.training.precision import inner_optimizer
 from asmnas_tf.evaluation.recipe import binding as gin_binding, check_recipe, train_optimizer
 from asmnas_tf.evaluation.tta import tta_metrics
 from asmnas_tf.evaluation.builder import build_eval_net, resolve_genotype
@@ -126,10 +126,7 @@ class TrainConfig:
         check_counts("run_train", epochs=(self.epochs, 1), batch_size=(self.batch_size, 1),
                      eval_batch_size=(self.eval_batch_size, 1), save_every_steps=(self.save_every_steps, 0),
                      seed=(self.seed, 0))
-        check_verbose("run_train", self.verbose)
-        keep_states()  # checkpoints.keep, read when the first state is saved
-        precision_policy()  # its binding checked now, set by start_run
-        train_loop.jit_compile_step()  # checked now, read by train_loop.fit
+        check_run_bindings("run_train", self.verbose)
         drop_path = self.drop_path
         if not isinstance(drop_path, (int, float)) or isinstance(drop_path, bool) or not 0 <= drop_path < 1:
             raise UserError(f"run_train.drop_path={drop_path!r}: expected a number in [0, 1)")
@@ -141,12 +138,7 @@ class TrainConfig:
 
 def train_config(config=None, **fields):
     """`config` (or the bound TrainConfig) with `fields` replaced; an unknown field is one line."""
-    names = {field.name for field in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(fields) - names)
-    if unknown:
-        raise UserError(f"train: unexpected argument(s) {', '.join(unknown)}; "
-                        f"expected among {', '.join(sorted(names))}")
-    return dataclasses.replace(config, **fields) if config is not None else TrainConfig(**fields)
+    return config_with(TrainConfig, config, fields, "train")
 
 
 def _completed(model_dir):

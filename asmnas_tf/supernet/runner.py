@@ -29,13 +29,12 @@ from asmnas_tf.rundir import run_dir as rd
 from asmnas_tf.training import train_loop
 from asmnas_tf.supernet.darts import DartsModel, architecture_optimizer, compile_darts
 from asmnas_tf.training.callbacks import StepTimer
-from asmnas_tf.rundir.checkpoints import check_resumable, keep_states
-from asmnas_tf.training.run_skeleton import (check_counts, check_verbose, run_callbacks, start_run, working_dir,
-                                             write_operative_config)
+from asmnas_tf.rundir.checkpoints import check_resumable
+from asmnas_tf.training.run_skeleton import (check_counts, check_run_bindings, config_with, run_callbacks, start_run,
+                                             working_dir, write_operative_config)
 from asmnas_tf.data import as_image_arrays, channel_stats, load_arrays, make_dataset, split_halves
 from asmnas_tf.host.distribute import make_strategy
 from asmnas_tf.training.optim import search_optimizer
-from asmnas_tf.training.precision import precision_policy
 from asmnas_tf.plots import write_run_plots
 from asmnas_tf.supernet.model import compile_supernet
 from asmnas_tf.supernet.confidence import selection_confidence
@@ -144,10 +143,7 @@ class SearchConfig:
                      save_every_steps=(self.save_every_steps, 0), telemetry_samples=(self.telemetry_samples, 0),
                      rsps_candidates=(self.rsps_candidates, 1), rsps_images=(self.rsps_images, 1),
                      seed=(self.seed, 0))
-        check_verbose("run_search", self.verbose)
-        keep_states()  # checkpoints.keep, read when the first state is saved
-        precision_policy()  # its binding checked now, set by start_run
-        train_loop.jit_compile_step()  # checked now, read by train_loop.fit
+        check_run_bindings("run_search", self.verbose)
         if self.method == "rsps" and self.rule != "argmax":
             raise UserError(f"run_search.rule={self.rule!r}: RSPS samples argmax architectures (one op per edge); "
                             f"use rule 'argmax' with method 'rsps'")
@@ -156,11 +152,7 @@ class SearchConfig:
 
 def search_config(config=None, **fields):
     """`config` (or the bound SearchConfig) with `fields` replaced; an unknown field is one line."""
-    names = {field.name for field in dataclasses.fields(SearchConfig)}
-    unknown = sorted(set(fields) - names)
-    if unknown:
-        raise UserError(f"search: unexpected argument(s) {', '.join(unknown)}; expected among {', '.join(sorted(names))}")
-    return dataclasses.replace(config, **fields) if config is not None else SearchConfig(**fields)
+    return config_with(SearchConfig, config, fields, "search")
 
 
 def _completed(model_dir):

@@ -10,6 +10,7 @@ The argument checks both runners make, and the folder a run works in.
 """
 
 import contextlib
+import dataclasses
 import os
 import tempfile
 
@@ -103,3 +104,29 @@ def working_dir(model_dir, prefix):
         return
     with tempfile.TemporaryDirectory(prefix=prefix) as scratch:
         yield scratch, False
+
+
+def config_with(config_class, config, fields, who):
+    """`config` (or the gin-bound `config_class()`) with `fields` replaced; an unknown field is one line."""
+    names = {field.name for field in dataclasses.fields(config_class)}
+    unknown = sorted(set(fields) - names)
+    if unknown:
+        raise UserError(f"{who}: unexpected argument(s) {', '.join(unknown)}; expected among {', '.join(sorted(names))}")
+    return dataclasses.replace(config, **fields) if config is not None else config_class(**fields)
+
+
+def check_run_bindings(configurable, verbose):
+    """The bindings every run reads later, checked now, before any data: one line on a bad one.
+
+    `verbose`, the states kept (`checkpoints.keep`, read when the first state
+    is saved), the precision policy (set by `start_run`) and XLA (read by
+    `train_loop.fit`).
+    """
+    from asmnas_tf.rundir.checkpoints import keep_states
+    from asmnas_tf.training import train_loop
+    from asmnas_tf.training.precision import precision_policy
+
+    check_verbose(configurable, verbose)
+    keep_states()
+    precision_policy()
+    train_loop.jit_compile_step()
