@@ -78,11 +78,15 @@ def parse_formats(formats, flag="formats"):
     return tuple(dict.fromkeys(names))
 
 
+def _installed(module):
+    return importlib.util.find_spec(module) is not None
+
+
 def check_packages(names, flag="formats"):
     """ExportError (one line) if a package that a format of `names` needs is not installed."""
     needing, missing = [], []
     for name in names:
-        absent = [pip for module, pip in FORMATS[name].packages if importlib.util.find_spec(module) is None]
+        absent = [pip for module, pip in FORMATS[name].packages if not _installed(module)]
         if absent:
             needing.append(name)
             missing += [pip for pip in absent if pip not in missing]

@@ -54,7 +54,7 @@ class Verified:
         if self.format == REFERENCE:
             versus = "the reference"
         else:
-            versus = f"{self.difference_points:+.2f} points vs {REFERENCE}, allowed {self.tolerance_points:g}"
+            versus = f"{self.difference_points:+.2f} points vs {REFERENCE}, allowed {self.tolerance_points:.1f}"
         return (f"{self.format:<15} {os.path.basename(self.path):<21} accuracy {100 * self.accuracy:6.2f}% "
                 f"({versus})  size {_size_text(self.size_bytes)}  "
                 f"latency {self.latency_ms:.2f} ms/image (median of {self.repeats})")
@@ -134,5 +134,5 @@ def verify_export(run_dir, images, labels, formats=None, repeats=20, batch_size=
     if failed:
         raise ExportError("verify: " + "; ".join(
             f"{v.format} accuracy {100 * v.accuracy:.2f}% is {abs(v.difference_points):.2f} points from the "
-            f"SavedModel's {100 * v.reference_accuracy:.2f}% (allowed {v.tolerance_points:g})" for v in failed))
+            f"SavedModel's {100 * v.reference_accuracy:.2f}% (allowed {v.tolerance_points:.1f})" for v in failed))
     return results
