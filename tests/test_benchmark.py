@@ -12,7 +12,7 @@ from asmnas_tf.benchmark import fidelity
 from asmnas_tf.benchmark.recipe import RECIPE
 from asmnas_tf.benchmark.space import (BENCH_SPACE, all_architectures, architecture_of, check_code,
                                        genotype_of)
-from asmnas_tf.benchmark.table import BenchmarkError, header, load_table
+from asmnas_tf.benchmark.table import BenchmarkError, header, load_table, read_part
 from asmnas_tf.errors import UserError
 from asmnas_tf.space.genotype import from_dict, to_dict
 from asmnas_tf.space.search_space import make_space
@@ -199,3 +199,30 @@ def test_the_shipped_table_reads_and_holds_only_planned_rows():
         mine = {job for k, job in enumerate(bench_build.jobs()) if k % 2 == index}
         rows = [json.loads(line) for line in open(part).read().split("\n")[1:-1]]  # complete lines only
         assert {(r["architecture"], r["seed"]) for r in rows} <= mine
+
+
+POOL_WORKER = """
+import json, sys, time
+from asmnas_tf.benchmark import build
+def train(code, seed):
+    time.sleep(0.01)
+    return {"accuracy": [int(code, 3) / 243] * 5, "train_loss": [0.0] * 5, "seconds": 0.0}
+build.build_pool(sys.argv[1], train, log=lambda line: None, limit=int(sys.argv[2]), worker=sys.argv[3])
+"""
+
+
+def test_a_pool_of_build_processes_trains_each_job_once(tmp_path):
+    import subprocess
+    import sys
+
+    workers = [subprocess.Popen([sys.executable, "-c", POOL_WORKER, str(tmp_path), "12", f"w{k}"])
+               for k in range(3)]
+    assert [w.wait(timeout=300) for w in workers] == [0, 0, 0]
+    rows = [row for k in range(3) for row in read_part(str(tmp_path / f"part-pool-w{k}.jsonl"))[1]]
+    jobs = [(row["architecture"], row["seed"]) for row in rows]
+    assert len(jobs) == len(set(jobs)) == 36  # 3 workers x 12, none trained twice
+    assert set(jobs) == set(bench_build.jobs()[:36])  # the first 36 of the fixed order: each taken once
+    table = load_table(str(tmp_path))
+    assert len(table.rows) == 36
+    for code, seed in jobs:
+        assert table.accuracy(code, seed=seed) == pytest.approx(int(code, 3) / 243)

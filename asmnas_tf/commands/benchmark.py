@@ -9,6 +9,8 @@
 `build` trains the architectures of its shard not yet in its part file
 (part-i-of-n.jsonl in --out), one row a line: stop it at any time and rerun
 the same command, here or on another machine with the part file, to go on.
+`build --pool` instead takes any job no part holds and no other process has
+claimed: start it in as many processes or machines (sharing --out) as you like.
 `score` runs each variant of `run_score.variants` (benchmark/scoring.py) for
 `run_score.seeds` seeds in the benchmark's space and scores each pick by its
 ground-truth accuracy, percentile and regret (scores.jsonl, scores.md,
@@ -24,6 +26,8 @@ from asmnas_tf.commands import cli
 COMMANDS = ("build", "summary", "score", "report")
 flags.DEFINE_string("out", None, "build: the table's folder (part files are written there)")
 flags.DEFINE_string("shard", "0/1", "build: this process's share of the jobs, i/n")
+flags.DEFINE_bool("pool", False, "build: take the jobs no other process holds (any number of processes or "
+                  "machines sharing --out; each writes its own part file)")
 flags.DEFINE_integer("threads", 1, "build: TensorFlow threads of this process (one per shard and core)")
 flags.DEFINE_integer("limit", None, "build: train at most this many rows, then stop")
 flags.DEFINE_string("first", None, "build: architectures to train before the rest of the shard, e.g. 12122,22222")
@@ -32,11 +36,13 @@ flags.DEFINE_string("idx_dir", "/usr/share/datasets/fashion-mnist", "Fashion-MNI
 
 
 def _build():
-    from asmnas_tf.benchmark.build import build, parse_first, parse_shard
+    from asmnas_tf.benchmark.build import build, build_pool, parse_first, parse_shard
 
     if not cli.FLAGS.out:
         raise cli.ConfigError("--out is required: the folder of the table's part files")
     shard = parse_shard(cli.FLAGS.shard)
+    if cli.FLAGS.pool and cli.FLAGS.shard != "0/1":
+        raise cli.ConfigError("--pool and --shard: choose one (a pool takes any job no other process holds)")
     first = parse_first(cli.FLAGS.first)
     if cli.FLAGS.threads < 1:
         raise cli.ConfigError(f"--threads={cli.FLAGS.threads} is not an int >= 1")
@@ -53,8 +59,17 @@ def _build():
     from asmnas_tf.benchmark.train_one import prepared_arrays, train_architecture
 
     data = prepared_arrays(arrays, RECIPE)
-    build(cli.FLAGS.out, shard, lambda code, seed: train_architecture(code, seed, RECIPE, data),
-          log=lambda line: print(line, flush=True), limit=cli.FLAGS.limit, first=first)
+
+    def train(code, seed):
+        return train_architecture(code, seed, RECIPE, data)
+
+    def log(line):
+        print(line, flush=True)
+
+    if cli.FLAGS.pool:
+        build_pool(cli.FLAGS.out, train, log=log, limit=cli.FLAGS.limit, first=first)
+    else:
+        build(cli.FLAGS.out, shard, train, log=log, limit=cli.FLAGS.limit, first=first)
 
 
 def _summary():
