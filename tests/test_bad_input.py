@@ -1,4 +1,4 @@
-"""The bad-input corpus (issue 6): a user's mistake never costs a run or a file.
+"""The bad-input corpus: a user's mistake never costs a run or a file.
 
 Every case runs a real entry point (bin/search, bin/train, bin/export) in a
 subprocess and checks the contract of `asmnas_tf.commands.cli`:
@@ -222,7 +222,7 @@ CASES = [
     Case("gin_syntax_error_in_file", "search",
          lambda d: [*SEARCH, _gin_file(d, "bad.gin", "run_search.epochs = = 3"), _run(d)],
          ("gin:", "bad.gin, line 1")),
-    # Range and meaning of every binding, before any data is read (issue 15).
+    # Range and meaning of every binding, before any data is read.
     Case("search_zero_epochs", "search", lambda d: [*SEARCH, _param("run_search.epochs = 0"), _run(d)],
          ("run_search.epochs=0: expected an integer >= 1",)),
     Case("search_negative_epochs", "search", lambda d: [*SEARCH, _param("run_search.epochs = -1"), _run(d)],
@@ -240,7 +240,7 @@ CASES = [
          ("run_train.verbose=5: expected one of 'auto', 0, 1, 2",)),
     Case("train_drop_path_one", "train", lambda d: [*TRAIN, _param("run_train.drop_path = 1.0"), _run(d)],
          ("run_train.drop_path=1.0: expected a number in [0, 1)",)),
-    # The training recipe (issue 12): each binding and its accepted range, before any data is read.
+    # The training recipe: each binding and its accepted range, before any data is read.
     Case("recipe_negative_smoothing", "train",
          lambda d: [*TRAIN, _param("build_eval_net.label_smoothing = -0.1"), _run(d)],
          ("build_eval_net.label_smoothing=-0.1: expected a number in [0, 1)",)),
@@ -307,7 +307,7 @@ CASES = [
     Case("genotype_missing_file", "train",
          lambda d: [*TRAIN, _param(f"run_train.genotype = '{d}/nowhere/genotype.json'"), _run(d)],
          ("{d}/nowhere/genotype.json", "cannot read the file")),
-    # The attention options and telemetry of issue 13.
+    # The attention options and the telemetry.
     Case("attention_embedding_unknown", "search",
          lambda d: [*SEARCH, _param("build_supernet.attention_embedding = 'mean'"), _run(d)],
          ("build_supernet.attention_embedding='mean'", "post_bn, pre_bn")),
@@ -317,7 +317,7 @@ CASES = [
     Case("telemetry_samples_negative", "search",
          lambda d: [*SEARCH, _param("run_search.telemetry_samples = -1"), _run(d)],
          ("run_search.telemetry_samples=-1", ">= 0")),
-    # The comparison (issue 13): refused before any search.
+    # The comparison: refused before any search.
     Case("compare_one_seed", "experiment",
          lambda d: ["compare", *COMPARE, _param("run_compare.seeds = [0]"), _run(d)],
          ("run_compare.seeds=[0]", "at least 2 distinct")),

@@ -49,7 +49,7 @@ def test_gpu_script_smoke_prints_every_row_and_the_projection(tmp_path):
 
 
 def test_graph_probe_profile_sums_the_executed_ops_by_type(tmp_path):
-    """graph_probe.py --profile_steps: the ops the profiler saw, by type, in ms a step (issue 14's thread-time).
+    """graph_probe.py --profile_steps: the ops the profiler saw, by type, in ms a step.
 
     Uniform mixing against ASM on one tiny supernet: the fused attention kernels appear
     only with attention, both profiles hold the convolutions

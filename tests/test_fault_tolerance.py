@@ -1,4 +1,4 @@
-"""Faults (issue 15): saved states that survive corruption and failed writes, one process per run directory.
+"""Faults: saved states that survive corruption and failed writes, one process per run directory.
 
 The checkpoint tests use a tiny Keras model and `checkpoints.py` directly;
 the lock tests take the lock from real, separate processes. The commands'

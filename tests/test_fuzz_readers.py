@@ -1,4 +1,4 @@
-"""Property-based fuzzing (issue 15): the readers of user files and the binding checks.
+"""Property-based fuzzing: the readers of user files and the binding checks.
 
 Hypothesis generates inputs (bytes, mutated valid files, JSON values, gin
 literals) for a bounded number of examples each; the property is the same

@@ -1,4 +1,4 @@
-"""XLA for the train step (issue 14): `jit_compile_step.enabled`, off by default.
+"""XLA for the train step: `jit_compile_step.enabled`, off by default.
 
 The compiled step trains to the same weights as the plain one (float32, to
 1e-5) through `train_loop.fit`, DARTS's step functions compile too, and XLA

@@ -1,4 +1,4 @@
-"""The fused weight update (issue 5): the same numbers as PyTorch's SGD and clip."""
+"""The fused weight update: the same numbers as PyTorch's SGD and clip."""
 
 import keras
 import numpy as np

@@ -1,4 +1,4 @@
-"""`asmnas-experiment pipeline` (issue 12): search, train the searched cells, test, export, in one command."""
+"""`asmnas-experiment pipeline`: search, train the searched cells, test, export, in one command."""
 
 import json
 import os

@@ -1,4 +1,4 @@
-"""The train step is traced as plain Python, not through AutoGraph (issue 14, part 4).
+"""The train step is traced as plain Python, not through AutoGraph.
 
 AutoGraph converted every variable's optimizer update and clip of the step
 (`converted_call`, about four a variable) for the same graph. The step that

@@ -1,4 +1,4 @@
-"""Mixed precision (issue 14, `training/precision.py`): loss scaling in our own train steps.
+"""Mixed precision (`training/precision.py`): loss scaling in our own train steps.
 
 On a tiny supernet, evaluation network and DARTS supernet: one step under
 'mixed_float16' (loss-scaled) and 'mixed_bfloat16' moves the weights as the

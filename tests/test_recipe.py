@@ -1,4 +1,4 @@
-"""The evaluation network's training recipe (issue 12): each option does what it says, and only that.
+"""The evaluation network's training recipe: each option does what it says, and only that.
 
 Schedules against a hand computation; label smoothing against its closed
 form; Nesterov against PyTorch's update written out; the weight average

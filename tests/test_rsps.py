@@ -1,4 +1,4 @@
-"""RSPS (Li & Talwalkar 2019): one sampled path per step, best sampled architecture kept (issue 13)."""
+"""RSPS (Li & Talwalkar 2019): one sampled path per step, best sampled architecture kept."""
 
 import numpy as np
 import tensorflow as tf

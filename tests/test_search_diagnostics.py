@@ -1,4 +1,4 @@
-"""Does the attention learn? Diagnostics, confidence, telemetry and the attention options (issue 13)."""
+"""Does the attention learn? Diagnostics, confidence, telemetry and the attention options."""
 
 import csv
 import json

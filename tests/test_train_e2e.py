@@ -22,7 +22,7 @@ from asmnas_tf.data import imagenet  # noqa: F401  (its configurable, before par
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-# The issue-13 comparison's training (the demo's before issue 12: 3 cells, C = 12,
+# The 5-seed comparison's training (3 cells, C = 12,
 # 18,000 images, 2 epochs, the paper's recipe), tested on
 # 2,000 test images.
 SMALL = ["load_arrays.test_subset = 2000", "run_train.verbose = 2"]

@@ -102,7 +102,7 @@ class SupernetModel(keras.Model):
     def _track_attention_gradients(self, gradients, variables, scale=None):
         """Epoch means of the clipped gradient's norm on T1..T4 and on the edges' op weights.
 
-        Issue 13's question: how much of the gradient reaches the attention
+        The telemetry's question: how much of the gradient reaches the attention
         modules at all. This replica's share (the global gradient on one
         replica); divided by the loss scale `scale` under mixed float16.
         """
