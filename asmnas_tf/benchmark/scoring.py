@@ -18,7 +18,7 @@ import numpy as np
 from scipy import stats
 
 from asmnas_tf.benchmark.space import BENCH_SPACE, all_architectures, architecture_of
-from asmnas_tf.benchmark.table import DEFAULT_TABLE, load_table
+from asmnas_tf.benchmark.table import DEFAULT_TABLE, BenchmarkTable, load_table
 from asmnas_tf.errors import UserError
 from asmnas_tf.experiments import pipeline
 from asmnas_tf.rundir import run_dir as rd
@@ -123,7 +123,8 @@ def report(directory, variants=tuple(VARIANTS), table=None, picks=None):
     run stopped half-way, or one whose table has grown since, is summarised
     again (`asmnas-benchmark report`).
     """
-    table = load_table(table or DEFAULT_TABLE) if table is None or isinstance(table, str) else table
+    if not isinstance(table, BenchmarkTable):  # a folder (or None: the shipped table)
+        table = load_table(table or DEFAULT_TABLE)
     picks = read_scores(os.path.join(directory, SCORES_FILE)) if picks is None else picks
     if not picks:
         raise UserError(f"--model_dir={directory}: no {SCORES_FILE} with picks to report")
