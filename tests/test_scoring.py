@@ -103,3 +103,36 @@ def test_bad_score_arguments_are_one_line(tmp_path, variants, seeds, message):
         scoring.run_score(str(tmp_path / "run"), variants=variants, seeds=seeds)
     assert message in str(info.value)
     assert not (tmp_path / "run").exists()
+
+
+def test_workers_share_a_scoring_directory(tmp_path):
+    """A claimed task is left to its holder; four real processes write each pick exactly once."""
+    import subprocess
+    import sys
+
+    from asmnas_tf.experiments import task_pool
+
+    table, _ = _table(tmp_path)
+    run = str(tmp_path / "run")
+    with task_pool.claim(run, "random-1") as mine:
+        assert mine
+        scoring.run_score(run, variants=("random",), seeds=3, table=table)
+    assert sorted(r["seed"] for r in scoring.read_scores(os.path.join(run, scoring.SCORES_FILE))) == [0, 2]
+    shared = str(tmp_path / "shared")
+    code = ("import sys; from asmnas_tf.benchmark import scoring; "
+            f"scoring.run_score({shared!r}, variants=('random',), seeds=40, table={table!r}, "
+            "task_index=int(sys.argv[1]) % 2, num_tasks=2)")
+    workers = [subprocess.Popen([sys.executable, "-c", code, str(i)], stdout=subprocess.DEVNULL)
+               for i in range(4)]
+    assert [w.wait(timeout=300) for w in workers] == [0, 0, 0, 0]
+    picks = scoring.read_scores(os.path.join(shared, scoring.SCORES_FILE))
+    assert sorted(p["seed"] for p in picks) == list(range(40))
+    assert all(p["architecture"] == scoring.random_pick(p["seed"]) for p in picks)
+
+
+def test_score_refuses_a_bad_share(tmp_path):
+    table, _ = _table(tmp_path)
+    with pytest.raises(UserError, match="expected 0 <= task_index < num_tasks"):
+        scoring.run_score(str(tmp_path / "run"), variants=("random",), seeds=2, table=table, task_index=2,
+                          num_tasks=2)
+    assert not (tmp_path / "run").exists()

@@ -20,7 +20,7 @@ from scipy import stats
 from asmnas_tf.benchmark.space import BENCH_SPACE, all_architectures, architecture_of
 from asmnas_tf.benchmark.table import DEFAULT_TABLE, BenchmarkTable, load_table
 from asmnas_tf.errors import UserError
-from asmnas_tf.experiments import pipeline
+from asmnas_tf.experiments import pipeline, task_pool
 from asmnas_tf.rundir import run_dir as rd
 from asmnas_tf.rundir.run_dir import SCORES_FILE, SCORES_PLOT_FILE, SCORES_TABLE_FILE, write_text_atomic
 
@@ -86,34 +86,46 @@ def check_arguments(variants, seeds):
         raise UserError(f"run_score.seeds={seeds!r} is not an int >= 2 (one seed has no interval)")
 
 
-@gin.configurable(denylist=["directory", "config"])
-def run_score(directory, variants=tuple(VARIANTS), seeds=8, table=None, search_params=(), config=None):
+@gin.configurable(denylist=["directory", "config", "task_index", "num_tasks"])
+def run_score(directory, variants=tuple(VARIANTS), seeds=8, table=None, search_params=(), config=None,
+              task_index=0, num_tasks=1):
     """Scores `variants` x seeds 0..seeds-1 in `directory`; returns the summary record.
 
     `config`: the command's operative gin text; the run directory is made
     (or resumed) with it once the arguments and the table have been checked.
+    Several processes may share `directory` (`experiments/task_pool.py`):
+    each takes a (variant, seed) by its claim, or by `task_index` of
+    `num_tasks`, and each pick lands in scores.jsonl once.
     """
     check_arguments(variants, seeds)
+    task_pool.check_shard(task_index, num_tasks)
     table = load_table(table or DEFAULT_TABLE)  # a table of another space or recipe: refused before any search
     if config is not None:
-        rd.prepare(directory, config)
+        rd.prepare(directory, config, lock=False)  # the workers share it, task by task
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, SCORES_FILE)
-    picks = read_scores(path)
-    done = {(row["variant"], row["seed"]) for row in picks}
-    for seed in range(seeds):
-        for variant in variants:
-            if (variant, seed) in done:
+
+    def key(row):
+        return row["variant"], row["seed"]
+
+    def done(task):
+        return any(key(row) == task for row in read_scores(path))
+
+    tasks = task_pool.shard([(variant, seed) for seed in range(seeds) for variant in variants],
+                            task_index, num_tasks)
+    for variant, seed in tasks:
+        if done((variant, seed)):
+            continue
+        with task_pool.claim(directory, f"{variant}-{seed}") as mine:
+            if not mine or done((variant, seed)):  # another worker has it, or had it and finished
                 continue
             if variant == "random":
                 code, wall = random_pick(seed), 0.0
             else:
                 code, wall = _search(variant, seed, directory, list(search_params))
             pick = {"variant": variant, "seed": seed, "architecture": code, "search_wall_s": wall}
-            picks.append(pick)
-            with open(path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(pick) + "\n")
-    return report(directory, variants, table, picks)
+            task_pool.append_once(path, pick, key, read=read_scores)
+    return report(directory, variants, table)
 
 
 def report(directory, variants=tuple(VARIANTS), table=None, picks=None):

@@ -14,14 +14,16 @@ claimed: start it in as many processes or machines (sharing --out) as you like.
 `score` runs each variant of `run_score.variants` (benchmark/scoring.py) for
 `run_score.seeds` seeds in the benchmark's space and scores each pick by its
 ground-truth accuracy, percentile and regret (scores.jsonl, scores.md,
-scores.png in --model_dir; rerun to resume). `report` writes scores.md and
+scores.png in --model_dir; rerun to resume). Several `score` processes may
+share --model_dir: each takes the (variant, seed) searches no other holds
+(or --task_index=i --num_tasks=n for an array job). `report` writes scores.md and
 scores.png again from the picks kept so far, against the table as it is now,
 running no search.
 """
 
 from absl import flags
 
-from asmnas_tf.commands import cli
+from asmnas_tf.commands import cli, task_flags  # noqa: F401  (--task_index, --num_tasks)
 
 COMMANDS = ("build", "summary", "score", "report")
 flags.DEFINE_string("out", None, "build: the table's folder (part files are written there)")
@@ -83,9 +85,12 @@ def _summary():
 def _score():
     from asmnas_tf.benchmark import scoring
 
+    from asmnas_tf.experiments import task_pool
+
     model_dir = cli.require_model_dir()
+    task_pool.check_shard(cli.FLAGS.task_index, cli.FLAGS.num_tasks)
     config = cli.parse_gin(cli.FLAGS.gin_file, cli.FLAGS.gin_param)
-    scoring.run_score(model_dir, config=config)
+    scoring.run_score(model_dir, config=config, task_index=cli.FLAGS.task_index, num_tasks=cli.FLAGS.num_tasks)
 
 
 def _report():

@@ -18,13 +18,9 @@ as `run_stability.cells = [0]`.
 
 import os
 
-from absl import flags
-
-from asmnas_tf.commands import cli
+from asmnas_tf.commands import cli, task_flags  # noqa: F401  (--task_index, --num_tasks)
 
 EXPERIMENTS = ("timing", "stability", "compare", "pipeline")
-flags.DEFINE_integer("task_index", 0, "compare: this process's share of the tasks, 0 <= task_index < num_tasks")
-flags.DEFINE_integer("num_tasks", 1, "compare: how many processes share the tasks by index (an array job)")
 
 
 def _experiment(name):
