@@ -508,3 +508,30 @@ def plot_comparison(result, path):
     ax.grid(axis="y", alpha=0.3)
     ax.set_title("Per seed (dots), mean (black), 95% interval (red)", fontsize=10)
     return save_figure(fig, path)
+
+
+# ---------------------------------------------------------------- budget
+
+
+def plot_pareto(record, path):
+    """A budgeted search's front (`budget.py`): selection score against parameters and against multiply-adds."""
+    front, chosen, budget = record["front"], record["chosen"], record["budget"]
+    fig = Figure(figsize=(9.0, 3.8), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, key, scale, label, limit in (
+            (axes[0], "params", 1e3, "parameters (thousands)", budget["max_params"]),
+            (axes[1], "multiply_adds", 1e6, "multiply-adds per image (millions)", budget["max_multiply_adds"])):
+        order = sorted(front, key=lambda row: row[key])
+        ax.plot([row[key] / scale for row in order], [row["score"] for row in order], "o-", color="#4c72b0",
+                markersize=4, label="Pareto front")
+        ax.scatter([chosen[key] / scale], [chosen["score"]], s=90, marker="*", color="#c44e52", zorder=4,
+                   label="chosen")
+        if limit is not None:
+            ax.axvline(limit / scale, color="#c44e52", linestyle="--", linewidth=1, label="budget")
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("selection score (sum of kept values)")
+    axes[0].legend(fontsize=8, loc="lower right")
+    fig.suptitle("Best genotype per budget (exact), evaluation network as the train step builds it", fontsize=10)
+    return save_figure(fig, path)

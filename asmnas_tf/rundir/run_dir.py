@@ -29,6 +29,8 @@ INITIAL_ATTENTION_FILE = "initial_attention.json"
 DIAGNOSTICS_FILE = "diagnostics.json"
 GENOTYPES_FILE = "genotypes.jsonl"  # the genotype at every epoch (telemetry)
 RSPS_FILE = "rsps.json"
+PARETO_FILE = "pareto.json"  # a budgeted search's picks: score against parameters and multiply-adds
+PARETO_PLOT_FILE = "pareto.png"  # in plots/
 # The trained supernet (weights and, for DARTS, alphas), for the stability
 # experiment (paper Fig. 3); written before genotype.json.
 SUPERNET_WEIGHTS_FILE = "supernet.weights.h5"
@@ -235,6 +237,12 @@ class RunDir:
 
     def write_rsps(self, record):
         self._write(RSPS_FILE, record)
+
+    def read_pareto(self):
+        return self._read(PARETO_FILE)
+
+    def write_pareto(self, record):
+        self._write(PARETO_FILE, record)
 
     def read_results(self):
         return self._read(RESULTS_FILE)

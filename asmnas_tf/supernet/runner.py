@@ -35,10 +35,13 @@ from asmnas_tf.training.run_skeleton import (check_counts, check_run_bindings, c
 from asmnas_tf.data import as_image_arrays, channel_stats, load_arrays, make_dataset, split_halves
 from asmnas_tf.host.distribute import make_strategy
 from asmnas_tf.training.optim import search_optimizer
-from asmnas_tf.plots import write_run_plots
-from asmnas_tf.supernet.model import compile_supernet
+from asmnas_tf.plots import plot_pareto, write_run_plots
+from asmnas_tf.supernet.model import COEFFICIENTS, compile_supernet
 from asmnas_tf.supernet.confidence import selection_confidence
 from asmnas_tf.supernet.report import search_report
+from asmnas_tf.evaluation.cost_table import genotype_choices
+from asmnas_tf.supernet.budget import (Budget, Problem, front_record, pareto_front, prepare_budget,
+                                       score as budget_score, unscored_below)
 from asmnas_tf.supernet.selection import RULES, coefficient_samples, mean_coefficients, select_genotype
 from asmnas_tf.supernet.telemetry import SearchTelemetry
 from asmnas_tf.supernet.builder import PATH_SAMPLER, build_supernet
@@ -117,6 +120,9 @@ class SearchConfig:
     on at every epoch end (`telemetry.py`; 0 turns it off). RSPS
     (`method="rsps"`, `rsps.py`) ranks `rsps_candidates` sampled
     architectures on the first `rsps_images` images of the selection half.
+    `max_params`, `max_multiply_adds`: the largest evaluation network the
+    search may pick, the network `build_eval_net`'s bindings build (bind
+    them as the train step does); checked before the search trains.
     """
 
     method: str = "asm"
@@ -131,6 +137,13 @@ class SearchConfig:
     rsps_candidates: int = 50
     rsps_images: int = 500
     verbose: object = "auto"
+    max_params: int = None
+    max_multiply_adds: int = None
+
+    @property
+    def budget(self):
+        """The evaluation network's size limit (`budget.py`): selection picks the best genotype within it."""
+        return Budget(self.max_params, self.max_multiply_adds)
 
     def check(self):
         """One line naming the binding, the value and what is accepted; returns self."""
@@ -144,6 +157,10 @@ class SearchConfig:
                      rsps_candidates=(self.rsps_candidates, 1), rsps_images=(self.rsps_images, 1),
                      seed=(self.seed, 0))
         check_run_bindings("run_search", self.verbose)
+        self.budget.check()
+        if self.method == "rsps" and self.budget.active:
+            raise UserError("run_search.max_params/max_multiply_adds: RSPS ranks sampled architectures and has no "
+                            "values to budget; use method 'asm', 'darts1' or 'darts2'")
         if self.method == "rsps" and self.rule != "argmax":
             raise UserError(f"run_search.rule={self.rule!r}: RSPS samples argmax architectures (one op per edge); "
                             f"use rule 'argmax' with method 'rsps'")
@@ -258,6 +275,10 @@ def _search(arrays, model_dir, config, supernet_kwargs, extra_callbacks, keep_fi
         f"{strategy.num_replicas_in_sync} replica(s), built in {build_s:.1f} s; "
         f"{n_train} images train the weights, {n_select} select"
     )
+    costs = None
+    if config.budget.active:  # one line now if no genotype fits, not after the training
+        costs = prepare_budget(config.budget, arrays.image_shape, arrays.num_classes,
+                               model.output[COEFFICIENTS].shape[1], search_space(), rule, remedies)
     if chief and keep_files:
         write_operative_config(model_dir)
 
@@ -286,7 +307,7 @@ def _search(arrays, model_dir, config, supernet_kwargs, extra_callbacks, keep_fi
     # Selection (Algorithm 1, steps 6-13): frozen weights, inference mode.
     samples, selection_accuracy = coefficient_samples(model, select)
     mean_coeffs, num_samples = samples.mean(axis=0, dtype=np.float64), samples.shape[0]
-    genotype = _select(model, select, mean_coeffs, rule, source, remedies)
+    genotype, pareto = _select(model, select, mean_coeffs, rule, source, remedies, config.budget, costs)
     confidence = selection_confidence(samples, seed=seed, rule=rule)
     report = search_report(initial_coeffs, mean_coeffs, confidence, rule)
     for line in report["lines"]:
@@ -300,6 +321,10 @@ def _search(arrays, model_dir, config, supernet_kwargs, extra_callbacks, keep_fi
         run.write_diagnostics(report)
         run.write_genotype(genotype)
         plots = write_run_plots(model_dir)  # Fig. 4 heatmaps, Appendix A cell diagrams
+        if pareto is not None:
+            run.write_pareto(pareto)
+            plot_pareto(pareto, os.path.join(run.plots, rd.PARETO_PLOT_FILE))
+            plots.append(os.path.join(run.plots, rd.PARETO_PLOT_FILE))
         run.write_timing(timing)
         write_operative_config(model_dir)
     return SearchResult(genotype=genotype, coefficients=np.asarray(mean_coeffs), selection_accuracy=selection_accuracy,
@@ -352,8 +377,8 @@ def run_search(model_dir, config=None, extra_callbacks=()):
     return _run(load_arrays, config or SearchConfig(), model_dir, callbacks=extra_callbacks)
 
 
-def _select(model, select, mean_coeffs, rule, source, remedies):
-    """The genotype: from the mean coefficients, or from perturbation scores (`search_remedies`)."""
+def _select(model, select, mean_coeffs, rule, source, remedies, budget=Budget(), costs=None):
+    """(genotype, pareto record or None): from the mean coefficients or perturbation scores, within `budget`."""
     space = search_space()
     values = mean_coeffs
     if remedies.selection == "perturbation":
@@ -363,8 +388,23 @@ def _select(model, select, mean_coeffs, rule, source, remedies):
                                                space, remedies.perturbation_top_k, excluded)
         print(f"Perturbation selection: supernet accuracy {baseline:.4f} on {sum(len(y) for y in labels)} "
               f"selection images; each edge's top {remedies.perturbation_top_k} ops removed in turn")
-    return select_genotype(values, rule, source, space, exclude_zero=remedies.exclude_zero,
-                           max_parameter_free=remedies.max_parameter_free)
+        if budget.active:
+            values = unscored_below(values)
+    if not budget.active:
+        return select_genotype(values, rule, source, space, exclude_zero=remedies.exclude_zero,
+                               max_parameter_free=remedies.max_parameter_free), None
+    allowed = tuple(not (remedies.exclude_zero and name == "zero") for name in space.primitives)
+    problem = Problem(np.asarray(values, np.float64), costs, rule, allowed, remedies.max_parameter_free)
+    genotype = select_genotype(values, rule, source, space, exclude_zero=remedies.exclude_zero,
+                               max_parameter_free=remedies.max_parameter_free, budget=(costs, budget))
+    choices = genotype_choices(genotype, space)
+    params, macs = costs.of_choices(choices)
+    chosen = {"score": budget_score(problem, choices), "params": params, "multiply_adds": macs}
+    genotype = dataclasses.replace(genotype, source={**genotype.source, "budget": dataclasses.asdict(budget),
+                                                     "cost": {"params": params, "multiply_adds": macs}})
+    print(f"Budget {budget.describe()}: picked {params:,} parameters, {macs / 1e6:.2f} M multiply-adds "
+          f"(selection score {chosen['score']:.4f}); Pareto front in {rd.PARETO_FILE}")
+    return genotype, front_record(pareto_front(problem, points=8), chosen, budget, costs, space)
 
 
 def describe(genotype):

@@ -14,6 +14,7 @@ the selection split gives the mean attention coefficient of every
 import numpy as np
 
 from asmnas_tf.space.genotype import Cell, Edge, Genotype
+from asmnas_tf.supernet.budget import Problem, best_choices
 from asmnas_tf.space.primitives import reduction_indices
 from asmnas_tf.space.search_space import search_space
 from asmnas_tf.training.inference import accuracy, outputs_and_labels
@@ -89,14 +90,22 @@ def _cap_parameter_free(edges, cell_coefficients, space, allowed, cap):
     return edges
 
 
+def _edges_of_choices(cell_values, choices, space):
+    """The kept edges of one cell's choices (-1: not kept), by target then source."""
+    return [Edge(source, target, space.primitives[k], float(cell_values[e][k]))
+            for e, ((source, target), k) in enumerate(zip(space.edges, choices)) if k >= 0]
+
+
 def select_genotype(mean_coeffs, rule="argmax", source=None, space=None, exclude_zero=False,
-                    max_parameter_free=None):
+                    max_parameter_free=None, budget=None):
     """The genotype of `mean_coeffs` [L, |edges|, |O|] under `rule`, in `space` (the bound search_space()).
 
     `exclude_zero`: `zero` is never picked. `max_parameter_free`: at most
     that many kept edges per cell carry a parameter-free op other than zero
     (a dropped edge is not an op); the rest switch to their best op with
-    parameters (`search_remedies`).
+    parameters (`search_remedies`). `budget`: a (CostTable, Budget) pair:
+    the genotype of largest summed value whose evaluation network fits
+    (`budget.py`, an exact integer program).
     """
     if rule not in RULES:
         raise UserError(f"Expected rule in {RULES}. Received: rule={rule!r}")
@@ -109,11 +118,22 @@ def select_genotype(mean_coeffs, rule="argmax", source=None, space=None, exclude
     reductions = reduction_indices(len(mean_coeffs))
     pick = _argmax_edges if rule == "argmax" else _top2_edges
     allowed = np.array([not (exclude_zero and name == "zero") for name in space.primitives])
+    if budget is not None:
+        table, limits = budget
+        problem = Problem(mean_coeffs, table, rule, tuple(allowed), max_parameter_free)
+        choices = best_choices(problem, limits)
+        if choices is None:
+            raise UserError(f"no genotype fits the budget of {limits.describe()}")
+        edge_lists = [_edges_of_choices(cell, row, space) for cell, row in zip(mean_coeffs, choices)]
+    else:
+        edge_lists = []
+        for cell in mean_coeffs:
+            edges = pick(cell, space, allowed)
+            if max_parameter_free is not None:
+                edges = _cap_parameter_free(edges, cell, space, allowed, max_parameter_free)
+            edge_lists.append(edges)
     cells = []
-    for index, cell in enumerate(mean_coeffs):
-        edges = pick(cell, space, allowed)
-        if max_parameter_free is not None:
-            edges = _cap_parameter_free(edges, cell, space, allowed, max_parameter_free)
+    for index, edges in enumerate(edge_lists):
         cells.append(Cell(reduction=index in reductions, edges=tuple(edges), concat=space.intermediate_nodes))
     cells = tuple(cells)
     return Genotype(cells=cells, source=dict(source or {}, rule=rule), primitives=space.primitives,
