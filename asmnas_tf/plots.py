@@ -522,9 +522,16 @@ def plot_pareto(record, path):
     for ax, key, scale, label, limit in (
             (axes[0], "params", 1e3, "parameters (thousands)", budget["max_params"]),
             (axes[1], "multiply_adds", 1e6, "multiply-adds per image (millions)", budget["max_multiply_adds"])):
-        order = sorted(front, key=lambda row: row[key])
-        ax.plot([row[key] / scale for row in order], [row["score"] for row in order], "o-", color="#4c72b0",
-                markersize=4, label="Pareto front")
+        order = sorted(front, key=lambda row: (row[key], -row["score"]))
+        ax.scatter([row[key] / scale for row in order], [row["score"] for row in order], s=12, color="#999999",
+                   label="front in (score, params, multiply-adds)")
+        best, staircase = -np.inf, []
+        for row in order:  # this measure's own front: each point beats every cheaper one
+            if row["score"] > best:
+                best = row["score"]
+                staircase.append(row)
+        ax.plot([row[key] / scale for row in staircase], [row["score"] for row in staircase], "o-",
+                color="#4c72b0", markersize=4, label="front in (score, this measure)")
         ax.scatter([chosen[key] / scale], [chosen["score"]], s=90, marker="*", color="#c44e52", zorder=4,
                    label="chosen")
         if limit is not None:

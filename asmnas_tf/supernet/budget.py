@@ -26,7 +26,9 @@ import numpy as np
 from scipy import optimize, sparse
 
 from asmnas_tf.errors import UserError
-from asmnas_tf.evaluation.cost_table import MACS, PARAMS
+# The builder's configurable is registered with the search's: a search's gin binds build_eval_net.channels.
+from asmnas_tf.evaluation import builder  # noqa: F401
+from asmnas_tf.evaluation.cost_table import MACS, PARAMS, measure_costs
 
 _OPTIONS = {"mip_rel_gap": 0.0, "presolve": True}
 
@@ -286,8 +288,6 @@ def prepare_budget(budget, input_shape, num_classes, num_cells, space, rule, rem
     builds with its bindings: bind its `channels` (and stem) in the
     search's configuration as in the train step's.
     """
-    from asmnas_tf.evaluation.cost_table import measure_costs
-
     table = measure_costs(input_shape, num_classes, num_cells, space)
     allowed = tuple(not (remedies.exclude_zero and name == "zero") for name in space.primitives)
     problem = Problem(np.zeros((num_cells, len(space.edges), len(space.primitives))), table, rule, allowed,
