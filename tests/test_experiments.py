@@ -9,6 +9,8 @@ import sys
 import gin
 import numpy as np
 import pytest
+
+from tensorboard_sessions import read_session
 from conftest import REPO_ROOT, TINY_SEARCH, gin_params, needs_fashion_mnist
 
 from asmnas_tf.commands import cli
@@ -197,6 +199,10 @@ def test_compare_trains_every_seed_and_summarises(tmp_path):
     assert f"| random | 2 | {summary['mean']:.4f} ± {summary['std']:.4f} |" in (tmp_path / "compare.md").read_text()
     lines = (tmp_path / "results.jsonl").read_text().splitlines()
     assert [json.loads(line)["seed"] for line in lines] == [3, 4]
+    for seed, accuracy in zip((3, 4), accuracies):  # TensorBoard's HParams session of each task
+        hparams, scalars = read_session(str(tmp_path / "tensorboard" / f"random-seed{seed}"))
+        assert hparams["method"] == "random" and hparams["seed"] == seed and hparams["train_epochs"] == 1
+        assert scalars["test_accuracy"] == pytest.approx(accuracy, abs=1e-6)
 
     # Stopped after seed 3: a new run directory continuing from that results
     # file runs seed 4 only.

@@ -63,6 +63,16 @@ def _run(command, what):
     return pipeline.run_step(what, command, who="compare", error=SubRunError)
 
 
+def _write_hparams(model_dir, line, config):
+    """The task's TensorBoard HParams session, in <model_dir>/tensorboard/<method>-seed<seed>."""
+    from asmnas_tf.training.hparams import write_session  # TensorFlow only where a task finishes
+
+    name = f"{line['method']}-seed{line['seed']}"
+    write_session(os.path.join(rd.RunDir(model_dir).tensorboard, name), name,
+                  {"method": line["method"], "seed": line["seed"], **config},
+                  {key: line[key] for key in ("test_accuracy", "params", "search_s", "train_s")})
+
+
 def _search(method, seed, search_dir, config):
     """Runs (or finds) the search; returns its own wall time (timing.json), 0 for random."""
     genotype_path = rd.RunDir(search_dir).genotype_path
@@ -213,6 +223,7 @@ def run_compare(model_dir, methods=("asm", "darts1", "rsps", "random"), seeds=(0
                     "train_s": train_s, "params": results["params"],
                     "genotype": to_dict(read_genotype(genotype_path)), **_search_figures(search_dir)}
             task_pool.append_once(results_path, line, lambda r: (r["method"], r["seed"]), read=read)
+            _write_hparams(model_dir, line, config)
     runs = [r for r in read(results_path) if r["method"] in methods and r["seed"] in seeds]
     if len(runs) < len(methods) * len(seeds):
         print(f"compare: {len(runs)} of {len(methods) * len(seeds)} runs finished (others may be running "

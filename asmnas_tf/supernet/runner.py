@@ -34,6 +34,7 @@ from asmnas_tf.training.run_skeleton import (check_counts, check_run_bindings, c
                                              working_dir, write_operative_config)
 from asmnas_tf.data import as_image_arrays, channel_stats, load_arrays, make_dataset, split_halves
 from asmnas_tf.host.distribute import make_strategy
+from asmnas_tf.training.hparams import write_session
 from asmnas_tf.training.optim import search_optimizer
 from asmnas_tf.plots import plot_pareto, write_run_plots
 from asmnas_tf.supernet.model import COEFFICIENTS, compile_supernet
@@ -302,8 +303,12 @@ def _search(arrays, model_dir, config, supernet_kwargs, extra_callbacks, keep_fi
         return SearchResult(model=model, history=history.history, model_dir=model_dir, chief=False)
 
     if rsps:
-        return _rsps_selection(model, subset, arrays, source, config.rsps_candidates, run, keep_files, history,
-                               timer, build_s, started)
+        result = _rsps_selection(model, subset, arrays, source, config, run, keep_files, history, timer, build_s,
+                                 started)
+        if keep_files:
+            _write_hparams(run, config, remedies, supernet_kwargs, source,
+                           {"selection_accuracy": result.selection_accuracy})
+        return result
     # Selection (Algorithm 1, steps 6-13): frozen weights, inference mode.
     samples, selection_accuracy = coefficient_samples(model, select)
     mean_coeffs, num_samples = samples.mean(axis=0, dtype=np.float64), samples.shape[0]
@@ -320,6 +325,8 @@ def _search(arrays, model_dir, config, supernet_kwargs, extra_callbacks, keep_fi
         run.write_attention(mean_coeffs, num_samples, confidence)
         run.write_diagnostics(report)
         run.write_genotype(genotype)
+        _write_hparams(run, config, remedies, supernet_kwargs, source,
+                       {"selection_accuracy": selection_accuracy, "mean_abs_drift": report.get("mean_abs_drift")})
         plots = write_run_plots(model_dir)  # Fig. 4 heatmaps, Appendix A cell diagrams
         if pareto is not None:
             run.write_pareto(pareto)
@@ -332,9 +339,9 @@ def _search(arrays, model_dir, config, supernet_kwargs, extra_callbacks, keep_fi
                         diagnostics=report)
 
 
-def _rsps_selection(model, subset, arrays, source, candidates, run, keep_files, history, timer, build_s,
-                    started):
-    """RSPS's end: the best of `candidates` sampled architectures on the shared weights (`rsps.py`)."""
+def _rsps_selection(model, subset, arrays, source, config, run, keep_files, history, timer, build_s, started):
+    """RSPS's end: the best of `config.rsps_candidates` sampled architectures on the shared weights (`rsps.py`)."""
+    candidates = config.rsps_candidates
     num_cells = model.get_layer(PATH_SAMPLER).num_cells
     genotype, record = rsps_select(model, subset, num_cells, source["seed"], candidates, source)
     print(f"RSPS: best of {candidates} sampled architectures: candidate {record['best']}, shared-weights "
@@ -351,6 +358,17 @@ def _rsps_selection(model, subset, arrays, source, candidates, run, keep_files, 
         write_operative_config(run.path)
     return SearchResult(genotype=genotype, selection_accuracy=record["best_accuracy"], history=history.history,
                         model=model, model_dir=run.path, plots=plots, timing=timing, diagnostics={"rsps": record})
+
+
+def _write_hparams(run, config, remedies, supernet_kwargs, source, metrics):
+    """The run's TensorBoard HParams session: its options, remedies and supernet size; its final figures."""
+    settings = {key: value for key, value in dataclasses.asdict(config).items() if key != "verbose"}
+    settings.update({f"remedies.{key}": value for key, value in dataclasses.asdict(remedies).items()})
+    for name in ("build_supernet", "search_space"):  # what gin bound, then what the call gave
+        settings.update({f"{name}.{key}": value for key, value in gin.get_bindings(name).items()})
+    settings.update({f"build_supernet.{key}": value for key, value in supernet_kwargs.items()})
+    settings["dataset"] = source["dataset"]
+    write_session(run.tensorboard, f"{source['method']}-seed{source['seed']}", settings, metrics)
 
 
 def _initial_coefficients(model, select, run, write):
