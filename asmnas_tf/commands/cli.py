@@ -9,6 +9,7 @@ prints one line, `error: ...`, and exits with status 2: no traceback.
 
 import importlib.resources
 import inspect
+import re
 import os
 import sys
 
@@ -123,21 +124,30 @@ def _expected_kind(default, value):
     return None
 
 
+def _bound_selectors():
+    """The (scoped) selectors with bindings, read from gin's public text of the config."""
+    keys = re.findall(r"^([A-Za-z_][\w./]*)\.\w+\s*=", gin.config_str(), flags=re.MULTILINE)
+    return list(dict.fromkeys(keys))
+
+
 def _check_binding_types():
     """Refuse a binding whose type does not fit its parameter's default.
 
     gin passes any literal through: `run_search.epochs = 'three'` would reach
     the optimizer after the data is loaded, as "invalid literal for int():
     'threethreethree...'". Checked here, it is one line before any work.
-    gin has no public way to list the bindings, hence its private tables
-    (gin-config is pinned in requirements.txt).
+    Only gin's public API: the bound selectors from `gin.config_str()`, their
+    values from `gin.get_bindings`, the function from `gin.get_configurable`.
     """
-    for (scope, selector), params in gin.config._CONFIG.items():
-        configurable = gin.config._REGISTRY.get_match(selector)
-        if configurable is None:
+    for scoped in _bound_selectors():
+        selector = scoped.rsplit("/", 1)[-1]
+        try:
+            configurable = gin.get_configurable(selector)
+            params = gin.get_bindings(scoped, resolve_references=False)
+        except ValueError:
             continue
         try:
-            signature = inspect.signature(configurable.wrapped)
+            signature = inspect.signature(configurable)
         except (TypeError, ValueError):
             continue
         for name, value in params.items():
@@ -146,7 +156,7 @@ def _check_binding_types():
                 continue
             expected = _expected_kind(parameter.default, value)
             if expected:
-                binding = f"{scope + '/' if scope else ''}{configurable.name}.{name} = {value!r}"
+                binding = f"{scoped}.{name} = {value!r}"
                 raise ConfigError(f"gin: {binding}: expected {expected} (its default is {parameter.default!r})")
 
 
