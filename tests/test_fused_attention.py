@@ -107,11 +107,49 @@ def test_a_training_step_graph_holds_the_kernels_ops(monkeypatch):
     assert not kernel_ops & op_types(False)
 
 
-def _no_library(monkeypatch, tmp_path):
+def _no_library(monkeypatch, tmp_path, build_if_missing=False):
     """LIBRARY and the user's cache in tmp_path, neither built; load() starts afresh."""
     monkeypatch.setattr(fused_attention, "LIBRARY", str(tmp_path / "_fused_attention.so"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(fused_attention, "_loaded", {})
+    monkeypatch.setattr(fused_attention, "use_fused_attention", lambda: (True, build_if_missing))
+
+
+def _fake_compiler(tmp_path, fails=False):
+    compiler = tmp_path / "fake-g++"
+    compiler.write_text("#!/bin/sh\nexit 1\n" if fails else
+                        '#!/bin/sh\nwhile [ $# -gt 0 ]; do [ "$1" = -o ] && echo built > "$2"; shift; done\n')
+    compiler.chmod(0o755)
+    return str(compiler)
+
+
+def test_the_first_use_builds_a_missing_library_once(monkeypatch, tmp_path, capfd):
+    """No library: load() runs the compiler once, then loads what it wrote (here not a library: it says so)."""
+    _no_library(monkeypatch, tmp_path, build_if_missing=True)
+    if not fused_attention.cpu_runs_library(fused_attention._cpu_flags()):
+        pytest.skip("this CPU cannot run the library: nothing is built for it")
+    monkeypatch.setenv("CXX", _fake_compiler(tmp_path))
+    loaded = []
+    monkeypatch.setattr(tf, "load_op_library", lambda path: loaded.append(path) or pytest.fail("not a library"))
+    with pytest.raises(pytest.fail.Exception):
+        fused_attention.load()
+    assert loaded == [str(tmp_path / "_fused_attention.so")]
+    assert (tmp_path / "_fused_attention.so").read_text() == "built\n"
+    assert capfd.readouterr().err.count("building ASM's fused CPU kernels once") == 1
+
+
+def test_a_first_use_build_that_fails_keeps_tensorflow_ops(monkeypatch, tmp_path, capfd):
+    _no_library(monkeypatch, tmp_path, build_if_missing=True)
+    if not fused_attention.cpu_runs_library(fused_attention._cpu_flags()):
+        pytest.skip("this CPU cannot run the library: nothing is built for it")
+    monkeypatch.setenv("CXX", _fake_compiler(tmp_path, fails=True))
+    assert fused_attention.load() is None
+    assert fused_attention.load() is None  # tried once a process
+    assert fused_attention.why_not_loaded().startswith("_fused_attention.so is not built and did not build here")
+    assert list(tmp_path.glob("*.so*")) == []
+    err = capfd.readouterr().err
+    assert err.count("building ASM's fused CPU kernels once") == 1
+    assert err.count("Note: ASM's edges use TensorFlow ops, not the fused kernels") == 1
 
 
 def test_without_the_library_the_edge_keeps_tensorflow_ops_and_says_so(monkeypatch, tmp_path, capfd):

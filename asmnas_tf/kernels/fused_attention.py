@@ -13,8 +13,10 @@ link flags: next to this file, or, where this folder is not writable (a
 package installed as root), in the user's cache folder under a name that
 holds TensorFlow's version and the source's hash, so that a library built
 for other code is never loaded. Where it is not built (no compiler, a
-package installed without the build), is older than its source, or this
-CPU lacks the instructions it is compiled for (x86-64-v3), `load()` returns
+package installed without the build) or is older than its source, the
+first `load()` of a process builds it (`use_fused_attention.build_if_missing`,
+on by default). Where it cannot be built, or this CPU lacks the
+instructions it is compiled for (x86-64-v3), `load()` returns
 None and the edge keeps the TensorFlow-op path, which computes the same
 numbers: it says so once per process. With a GPU visible the edge keeps
 the TensorFlow ops too (these kernels are CPU only).
@@ -100,7 +102,9 @@ def build(compiler=None, library=None):
     compiler = compiler or os.environ.get("CXX", "g++")
     library = library or library_to_build()
     os.makedirs(os.path.dirname(library), exist_ok=True)
-    partial = library + ".partial"  # renamed when complete: a failed build leaves no library behind
+    # Renamed when complete: a failed build leaves no library behind, and two
+    # processes building at once each rename a whole library of their own.
+    partial = f"{library}.{os.getpid()}.partial"
     command = [compiler, "-shared", "-fPIC", "-O3", *_ARCH_FLAGS, "-Wno-deprecated-declarations", SOURCE,
                "-o", partial, *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
     try:
@@ -129,17 +133,19 @@ def _library_to_load():
 
 
 @gin.configurable
-def use_fused_attention(enabled=True):
-    """Whether ASM's training edges use the fused kernels where they can (gin: `use_fused_attention.enabled`)."""
-    return enabled
+def use_fused_attention(enabled=True, build_if_missing=True):
+    """(enabled, build_if_missing): whether ASM's training edges use the fused kernels where they can,
+    and whether the first use builds them where they are not built (gin: `use_fused_attention.*`)."""
+    return enabled, build_if_missing
 
 
 def load():
     """The kernels' op module, or None where they are off, not built (or stale), not for this CPU, or a GPU is visible."""
-    if not use_fused_attention():
+    enabled, build_if_missing = use_fused_attention()
+    if not enabled:
         return None
     if "module" not in _loaded:
-        _loaded["module"] = _load_library()
+        _loaded["module"] = _load_library(build_if_missing)
     return _loaded["module"]
 
 
@@ -158,13 +164,25 @@ def _why_this_cpu_cannot(cpu_flags):
     return f"this CPU lacks {compiled_for}: no {', '.join(sorted(_X86_64_V3 - set(cpu_flags.split())))})"
 
 
-def _load_library():
+def _build_on_first_use():
+    """(library, None) once built here (a pip install has no `make setup`), else (None, why not)."""
+    print("Note: building ASM's fused CPU kernels once (~10-30 s; "
+          "use_fused_attention.build_if_missing = False skips it)", file=sys.stderr)
+    try:
+        return build(), None
+    except (OSError, subprocess.CalledProcessError) as error:
+        return None, f"{os.path.basename(LIBRARY)} is not built and did not build here ({error})"
+
+
+def _load_library(build_if_missing=True):
     import tensorflow as tf
 
     if tf.config.list_physical_devices("GPU"):
         return None  # the TensorFlow ops run on the GPU; these kernels are CPU only
     why = _why_this_cpu_cannot(_cpu_flags())  # checked first: running the library would kill the process
     library = None if why else _library_to_load()
+    if library is None and why is None and build_if_missing:
+        library, why = _build_on_first_use()
     if library is not None:
         try:
             return tf.load_op_library(library)
