@@ -203,7 +203,7 @@ def search(
     supernet, the second selects. `config`: a `SearchConfig`; `fields`
     (method, epochs, batch_size, selection_batch_size, rule, seed,
     deterministic, save_every_steps, telemetry_samples, rsps_candidates,
-    rsps_images, verbose) replace its fields. `num_cells`, `channels` and
+    rsps_images, verbose, max_params, max_multiply_adds) replace its fields. `num_cells`, `channels` and
     `supernet_options` (more `build_supernet` arguments) size the supernet;
     None keeps gin's binding or the paper's default (L = 15, C = 16).
     `callbacks`: Keras callbacks added to the run's. `model_dir`: the run
