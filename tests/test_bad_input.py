@@ -233,6 +233,8 @@ CASES = [
          ("run_search.batch_size=0: expected an integer >= 1",)),
     Case("search_negative_budget", "search", lambda d: [*SEARCH, _param("run_search.max_params = -5"), _run(d)],
          ("run_search.max_params=-5 is not an int >= 1 or None",)),
+    Case("search_budget_unreachable", "search", lambda d: [*SEARCH, _param("run_search.max_params = 100"), _run(d)],
+         ("run_search.max_params=100", "no genotype of this space fits; the smallest reachable evaluation network has")),
     Case("search_budget_rsps", "search", lambda d: [*SEARCH, _param("run_search.max_multiply_adds = 1000000"),
                                                    _param("run_search.method = 'rsps'"), _run(d)],
          ("RSPS ranks sampled architectures and has no values to budget",)),
