@@ -200,10 +200,6 @@ class _Program:
         return np.where(x.max(axis=-1) > 0.5, x.argmax(axis=-1), -1)
 
 
-def _solve(problem, objective, limits):
-    return _Program(problem).solve(objective, limits)
-
-
 def score(problem, choices):
     """The selection score of `choices`: the sum of its kept values."""
     cells, edges = np.nonzero(choices >= 0)
@@ -215,14 +211,15 @@ def _value_objective(problem):
     return -values.reshape(-1).astype(np.float64)
 
 
-def best_choices(problem, budget):
-    """The choices of largest score within `budget`; None if no choice fits."""
-    return _solve(problem, _value_objective(problem), (budget.max_params, budget.max_multiply_adds))
+def best_choices(problem, budget, program=None):
+    """The choices of largest score within `budget`; None if no choice fits (`program`: one built already)."""
+    program = program or _Program(problem)
+    return program.solve(_value_objective(problem), (budget.max_params, budget.max_multiply_adds))
 
 
-def cheapest(problem, measure):
+def cheapest(problem, measure, program=None):
     """The smallest params (`PARAMS`) or multiply-adds (`MACS`) any allowed choice has."""
-    program = _Program(problem)
+    program = program or _Program(problem)
     choices = program.solve(program.cost_vector(measure), (None, None))
     if choices is None:
         raise UserError("budgeted selection: the rule and the remedies leave no genotype to choose")
@@ -231,9 +228,10 @@ def cheapest(problem, measure):
 
 def check_feasible(problem, budget, binding="run_search"):
     """One line naming the smallest reachable cost unless some genotype fits `budget`."""
-    if best_choices(problem, budget) is not None:
+    program = _Program(problem)
+    if best_choices(problem, budget, program) is not None:
         return
-    least_params, least_macs = cheapest(problem, PARAMS), cheapest(problem, MACS)
+    least_params, least_macs = cheapest(problem, PARAMS, program), cheapest(problem, MACS, program)
     raise UserError(
         f"{binding}.max_params={budget.max_params!r}, {binding}.max_multiply_adds={budget.max_multiply_adds!r}: "
         f"no genotype of this space fits; the smallest reachable evaluation network has {least_params:,} "
@@ -248,15 +246,16 @@ def pareto_front(problem, points=12):
     optimum is a candidate. Returns [{"score", "params", "multiply_adds",
     "choices"}] sorted by parameters.
     """
-    free = best_choices(problem, Budget())
+    program = _Program(problem)  # its constraints are built once for every budget below
+    free = best_choices(problem, Budget(), program)
     candidates = {free.tobytes(): free}
     top = problem.table.of_choices(free)
     for measure in (PARAMS, MACS):
-        low = cheapest(problem, measure)
+        low = cheapest(problem, measure, program)
         for limit in np.linspace(low, top[measure], points):
             limits = [None, None]
             limits[measure] = int(round(limit))
-            choices = _solve(problem, _value_objective(problem), tuple(limits))
+            choices = program.solve(_value_objective(problem), tuple(limits))
             if choices is not None:
                 candidates[choices.tobytes()] = choices
     rows = []
