@@ -169,6 +169,24 @@ def test_compare_summary_pairs_by_seed():
     assert out["paired"]["asm vs random"]["mean_difference"] == pytest.approx(np.mean([0.1, 0.15, -0.05]))
 
 
+def test_a_variant_searches_as_its_method_with_its_own_bindings(tmp_path, monkeypatch):
+    commands = []
+    monkeypatch.setattr(compare, "_run", lambda args, what: commands.append((args, what)) or 7.0)
+    config = {"num_cells": 3, "search_epochs": 2, "search_gin": ["search/demo.gin"], "search_params": ["a.b = 1"],
+              "darts_gin": ["search/darts.gin"], "train_gin": [], "variants": {"darts_wide": "darts1"},
+              "method_params": {"darts_wide": ["build_supernet.channels = 32"], "darts1": ["x.y = 2"]}}
+    assert compare._search("darts_wide", 5, str(tmp_path / "s"), config) == 7.0
+    (args, what), = commands
+    assert what == "search: darts_wide, seed 5"
+    assert args[3:5] == ["--gin_file=search/demo.gin", "--gin_file=search/darts.gin"]
+    assert args[5:-1] == ["--gin_param=a.b = 1", "--gin_param=build_supernet.channels = 32",
+                          "--gin_param=build_supernet.num_cells = 3", "--gin_param=run_search.seed = 5",
+                          "--gin_param=run_search.method = 'darts1'", "--gin_param=run_search.epochs = 2"]
+    # Without variants the configuration (and so every older results file's fingerprint) is unchanged.
+    plain = {k: v for k, v in config.items() if k != "variants"}
+    assert compare.fingerprint(plain) != compare.fingerprint(config)
+
+
 def test_results_of_another_configuration_are_refused(tmp_path):
     path = tmp_path / "results.jsonl"
     path.write_text(json.dumps({"config": "abc", "method": "asm", "seed": 0}) + "\n")

@@ -38,6 +38,9 @@ VARIANTS = {
     "asm_perturbation": ("asm", _LEARNING + ["search_remedies.selection = 'perturbation'"]),
     "asm_cap": ("asm", _LEARNING + ["search_remedies.max_parameter_free = 2"]),
     "asm_skip_dropout": ("asm", _LEARNING + ["search_remedies.skip_dropout = 0.4"]),
+    # The second round: combinations.
+    "asm_warmup_cap": ("asm", _LEARNING + ["search_remedies.attention_warmup = 0.5",
+                                           "search_remedies.max_parameter_free = 2"]),
     "darts1": ("darts1", []),
     "rsps": ("rsps", []),
     "uniform_perturbation": ("asm", ["build_supernet.mixing = 'uniform'", "search_remedies.selection = 'perturbation'"]),

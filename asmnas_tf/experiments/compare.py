@@ -15,6 +15,9 @@ in `<model_dir>/<method>-seed<seed>/{search,train}`:
 Every searching method gets the same `search_epochs`; every genotype the
 same training (`train_gin` + `train_params`, `train_epochs`). `method_params`
 adds bindings to one method's search (e.g. the attention options).
+`variants` names further entries of `methods`, each a method above under its
+own name (`{'asm_warmup': 'asm'}`), so that one comparison can hold two
+configurations of a method; `method_params` is keyed by those names too.
 
 Every finished (method, seed) is appended, as it completes, to the results
 file (`results.jsonl` in `model_dir`, or `results_file`): a rerun reads it
@@ -73,8 +76,9 @@ def _write_hparams(model_dir, line, config):
                   {key: line[key] for key in ("test_accuracy", "params", "search_s", "train_s")})
 
 
-def _search(method, seed, search_dir, config):
-    """Runs (or finds) the search; returns its own wall time (timing.json), 0 for random."""
+def _search(name, seed, search_dir, config):
+    """Runs (or finds) the search of `name` (a method or a variant); its own wall time (timing.json), 0 for random."""
+    method = config.get("variants", {}).get(name, name)
     genotype_path = rd.RunDir(search_dir).genotype_path
     if method == "random":
         if not os.path.exists(genotype_path):
@@ -82,10 +86,10 @@ def _search(method, seed, search_dir, config):
             write_genotype(genotype_path, random_genotype(config["num_cells"], seed))
         return 0.0
     gin_files = list(config["search_gin"]) + (list(config["darts_gin"]) if method in ("darts1", "darts2") else [])
-    params = [*config["search_params"], *config["method_params"].get(method, []),
+    params = [*config["search_params"], *config["method_params"].get(name, []),
               f"build_supernet.num_cells = {config['num_cells']}", f"run_search.seed = {seed}",
               f"run_search.method = '{method}'", f"run_search.epochs = {config['search_epochs']}"]
-    seconds = _run(_command("search", gin_files, params, search_dir), f"search: {method}, seed {seed}")
+    seconds = _run(_command("search", gin_files, params, search_dir), f"search: {name}, seed {seed}")
     timing = rd.RunDir(search_dir).read_timing() or {}
     return float(timing.get("wall_s", seconds))
 
@@ -163,25 +167,32 @@ def read_results(path, expected):
     return lines
 
 
-def _check(methods, seeds, search_epochs, train_epochs, method_params):
-    unknown = [m for m in methods if m not in METHODS]
+def _check(methods, seeds, search_epochs, train_epochs, method_params, variants):
+    for name, method in variants.items():
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_]+", name) or name in METHODS:
+            raise UserError(f"run_compare.variants: name {name!r} is not a new name of letters, digits and _")
+        if method not in METHODS or method == "random":
+            raise UserError(f"run_compare.variants[{name!r}]={method!r}: expected one of "
+                            f"{', '.join(m for m in METHODS if m != 'random')}")
+    names = (*METHODS, *variants)
+    unknown = [m for m in methods if m not in names]
     if unknown or not methods:
-        raise UserError(f"run_compare.methods={list(methods)!r}: expected some of {', '.join(METHODS)}")
+        raise UserError(f"run_compare.methods={list(methods)!r}: expected some of {', '.join(names)}")
     if len(seeds) < 2 or len(set(seeds)) != len(seeds) or not all(isinstance(s, int) for s in seeds):
         raise UserError(f"run_compare.seeds={list(seeds)!r}: expected at least 2 distinct integer seeds "
                         f"(a mean ± std needs more than one)")
     check_counts("run_compare", search_epochs=(search_epochs, 1), train_epochs=(train_epochs, 1))
-    strange = [m for m in method_params if m not in METHODS]
+    strange = [m for m in method_params if m not in names]
     if strange:
         raise UserError(f"run_compare.method_params: unknown method {strange[0]!r}; expected some of "
-                        f"{', '.join(METHODS)}")
+                        f"{', '.join(names)}")
 
 
 @gin.configurable(denylist=["model_dir", "task_index", "num_tasks"])
 def run_compare(model_dir, methods=("asm", "darts1", "rsps", "random"), seeds=(0, 1, 2, 3, 4), num_cells=4,
                 search_epochs=2, train_epochs=2, search_gin=("search/demo.gin",), search_params=(),
                 darts_gin=("search/darts.gin",), method_params=None, train_gin=("train/demo.gin",),
-                train_params=(), results_file=None, task_index=0, num_tasks=1):
+                train_params=(), results_file=None, variants=None, task_index=0, num_tasks=1):
     """Search and train every (method, seed); returns {"runs", "summary", "paths"}.
 
     Several processes or machines may run it at once on one `model_dir`
@@ -191,10 +202,13 @@ def run_compare(model_dir, methods=("asm", "darts1", "rsps", "random"), seeds=(0
     """
     task_pool.check_shard(task_index, num_tasks)
     method_params = {k: list(v) for k, v in dict(method_params or {}).items()}
-    _check(methods, seeds, search_epochs, train_epochs, method_params)
+    variants = dict(variants or {})
+    _check(methods, seeds, search_epochs, train_epochs, method_params, variants)
     config = {"num_cells": num_cells, "search_epochs": search_epochs, "train_epochs": train_epochs,
               "search_gin": list(search_gin), "search_params": list(search_params), "darts_gin": list(darts_gin),
               "method_params": method_params, "train_gin": list(train_gin), "train_params": list(train_params)}
+    if variants:  # absent otherwise, so that results files written before variants existed still match
+        config["variants"] = variants
     key = fingerprint(config)
     results_path = results_file or os.path.join(model_dir, RESULTS_FILE)
 
