@@ -18,14 +18,15 @@ from asmnas_tf._version import __version__
 # Public name -> the module that holds it.
 _EXPORTS = {
     "search": "asmnas_tf.supernet.runner",
-    "SearchResult": "asmnas_tf.supernet.runner",
-    "SearchConfig": "asmnas_tf.supernet.runner",
+    "SearchResult": "asmnas_tf.supernet.search_config",
+    "SearchConfig": "asmnas_tf.supernet.search_config",
     "SearchRemedies": "asmnas_tf.supernet.remedies",
     "train": "asmnas_tf.evaluation.runner",
     "TrainResult": "asmnas_tf.evaluation.runner",
     "TrainConfig": "asmnas_tf.evaluation.runner",
     "export": "asmnas_tf.evaluation.export",
     "build_supernet": "asmnas_tf.supernet.builder",
+    "SupernetConfig": "asmnas_tf.supernet.builder",
     "select_genotype": "asmnas_tf.supernet.selection",
     "build_eval_net": "asmnas_tf.evaluation.builder",
     "Genotype": "asmnas_tf.space.genotype",

@@ -65,3 +65,30 @@ def test_tiny_supernet_outputs_and_coefficients():
     np.testing.assert_allclose(coeffs.sum(axis=-1), np.ones((5, 3, 14)), atol=1e-5)
     # Every cell's coefficients come from its own modules (15 distinct cells).
     assert not np.allclose(coeffs[:, 0], coeffs[:, 2])
+
+
+def test_supernet_config_takes_gin_bindings_then_fields_and_checks_once():
+    import gin
+    import pytest
+
+    from asmnas_tf.errors import UserError
+    from asmnas_tf.supernet.builder import SupernetConfig, supernet_config
+
+    gin.clear_config()
+    try:
+        gin.parse_config("build_supernet.channels = 6\nbuild_supernet.attention_hidden_units = 4")
+        config = supernet_config(num_cells=2)
+        assert (config.num_cells, config.channels, config.attention_hidden_units, config.mixing) == (2, 6, 4, "attention")
+        built = build_supernet((8, 8, 1), 3, config)
+        same = build_supernet((8, 8, 1), 3, num_cells=2)  # the bindings again, the field as a keyword
+        assert built.count_params() == same.count_params()
+        assert built.get_layer("stem_conv").kernel.shape == (3, 3, 1, 18)  # 3C stem: the bound C = 6
+        with pytest.raises(UserError, match=r"Received: num_cells=15, channels=5"):
+            supernet_config(channels=5)
+        with pytest.raises(UserError, match=r"build_supernet.mixing='soft' is not one of attention, uniform"):
+            supernet_config(mixing="soft")
+        with pytest.raises(UserError, match=r"build_supernet: unexpected argument\(s\) no_such"):
+            build_supernet((8, 8, 1), 3, no_such=1)
+    finally:
+        gin.clear_config()
+    assert SupernetConfig().channels == 16  # the paper's C without bindings

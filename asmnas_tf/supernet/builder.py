@@ -13,6 +13,8 @@ mix by softmax(alpha), the alphas live in one `ArchitectureParameters` layer
 named `architecture`, and the model is a `DartsModel` (bi-level step).
 """
 
+import dataclasses
+
 import gin
 import keras
 from keras import ops
@@ -22,12 +24,13 @@ from asmnas_tf.layers.batch_norm import batch_norm
 from asmnas_tf.layers.alphas import ArchitectureParameters
 from asmnas_tf.layers.path_sampler import PathSampler
 from asmnas_tf.supernet.darts import ARCHITECTURE, DartsModel
-from asmnas_tf.layers.mixed_edge import MixedEdge, check_attention_options
+from asmnas_tf.layers.mixed_edge import MIXINGS, MixedEdge, check_attention_options
 from asmnas_tf.layers.ops import cell_preprocessing
 from asmnas_tf.space.primitives import cell_name, edge_name, reduction_indices
 from asmnas_tf.space.search_space import search_space
 from asmnas_tf.supernet.model import COEFFICIENTS, LOGITS, SupernetModel
 from asmnas_tf.errors import UserError
+from asmnas_tf.training.run_skeleton import config_with
 
 PATH_SAMPLER = "path_sampler"  # the RSPS supernet's PathSampler layer
 
@@ -78,30 +81,13 @@ def _cell(index, s0, s1, channels, reduction, reduction_prev, hidden_units, mixi
     return output, ops.stack(coefficients, axis=1)
 
 
-@gin.configurable(denylist=["input_shape", "num_classes", "space"])
-def build_supernet(
-    input_shape,
-    num_classes,
-    num_cells=15,
-    channels=16,
-    attention_hidden_units=16,
-    stem_multiplier=3,
-    mixing="attention",
-    alpha_sharing="darts",
-    clipnorm=5.0,
-    attention_embedding="post_bn",
-    attention_init="torch",
-    attention_lr_multiplier=1.0,
-    path_seed=0,
-    name="asm_supernet",
-    space=None,
-    skip_dropout=0.0,
-):
-    """The search network of paper §5.1 (defaults: L = 15, C = 16).
+@gin.configurable("build_supernet")
+@dataclasses.dataclass(frozen=True)
+class SupernetConfig:
+    """The supernet's options, checked once (`check`); its gin name is `build_supernet`.
 
-    Outputs `{"logits": [B, classes], "coefficients": [B, L, 14, |O|]}`: the
-    attention coefficients of every edge, read by selection (Algorithm 1,
-    steps 6-13) from the trained model itself.
+    `build_supernet.channels = 8` binds a field; fields not given keep gin's
+    binding, else these defaults (the paper's §5.1: L = 15, C = 16).
 
     `mixing`: 'attention' (ASM-NAS), 'uniform' (fixed 1/|O|), or 'alpha'
     (DARTS, eq. 3.1: a `DartsModel` whose coefficients are softmax(alpha) for
@@ -114,29 +100,72 @@ def build_supernet(
     (the mean before the op's last BatchNorm, which BatchNorm cannot cancel);
     `attention_init` 'torch' or 'zero_output' (T4 at 0: uniform coefficients
     at initialisation); `attention_lr_multiplier` (T1..T4's learning rate
-    over the ops'). See `mixed_edge.py`.
+    over the ops'). See `mixed_edge.py`. `skip_dropout`: the rate of dropout
+    on skip_connect's output in training (`search_remedies`).
+    """
+
+    num_cells: int = 15
+    channels: int = 16
+    attention_hidden_units: int = 16
+    stem_multiplier: int = 3
+    mixing: str = "attention"
+    alpha_sharing: str = "darts"
+    clipnorm: float = 5.0
+    attention_embedding: str = "post_bn"
+    attention_init: str = "torch"
+    attention_lr_multiplier: float = 1.0
+    path_seed: int = 0
+    skip_dropout: float = 0.0
+
+    def check(self):
+        """One line naming the binding, the value and what is accepted; returns self."""
+        check_attention_options(self.attention_embedding, self.attention_init, self.attention_lr_multiplier,
+                                [f"build_supernet.attention_{n}" for n in ("embedding", "init", "lr_multiplier")])
+        if self.mixing not in MIXINGS:
+            raise UserError(f"build_supernet.mixing={self.mixing!r} is not one of {', '.join(MIXINGS)}")
+        if self.num_cells < 1 or self.channels < 2 or self.channels % 2:
+            raise UserError(
+                f"Expected num_cells >= 1 and an even channels >= 2. "
+                f"Received: num_cells={self.num_cells}, channels={self.channels}"
+            )
+        return self
+
+    @property
+    def attention_options(self):
+        """The MixedEdge arguments of the attention (None unless mixing is 'attention')."""
+        if self.mixing != "attention":
+            return None
+        return dict(embedding=self.attention_embedding, attention_init=self.attention_init,
+                    attention_lr_multiplier=self.attention_lr_multiplier)
+
+
+def supernet_config(config=None, **fields):
+    """`config` (or the bound SupernetConfig) with `fields` replaced, checked; an unknown field is one line."""
+    return config_with(SupernetConfig, config, fields, "build_supernet").check()
+
+
+def build_supernet(input_shape, num_classes, config=None, *, space=None, name="asm_supernet", **fields):
+    """The search network of paper §5.1, of `config` (a `SupernetConfig`) with `fields` replaced.
+
+    Outputs `{"logits": [B, classes], "coefficients": [B, L, 14, |O|]}`: the
+    attention coefficients of every edge, read by selection (Algorithm 1,
+    steps 6-13) from the trained model itself.
 
     `space`: the SearchSpace (op set, nodes per cell); None: the bound
-    `search_space()`, the DARTS space by default. `skip_dropout`: the rate of
-    dropout on skip_connect's output in training (`search_remedies`).
+    `search_space()`, the DARTS space by default.
     """
+    config = supernet_config(config, **fields)
     space = search_space() if space is None else space
-    check_attention_options(attention_embedding, attention_init, attention_lr_multiplier,
-                            [f"build_supernet.attention_{n}" for n in ("embedding", "init", "lr_multiplier")])
-    if num_cells < 1 or channels < 2 or channels % 2:
-        raise UserError(
-            f"Expected num_cells >= 1 and an even channels >= 2. "
-            f"Received: num_cells={num_cells}, channels={channels}"
-        )
+    num_cells, channels, mixing = config.num_cells, config.channels, config.mixing
     reductions = reduction_indices(num_cells)
     inputs = keras.Input(shape=tuple(input_shape), name="images")
-    s0 = s1 = _stem(inputs, stem_multiplier * channels)
+    s0 = s1 = _stem(inputs, config.stem_multiplier * channels)
     alphas = None
     if mixing == "alpha":
-        alphas = ArchitectureParameters(num_cells, alpha_sharing, space.primitives, space.nodes,
+        alphas = ArchitectureParameters(num_cells, config.alpha_sharing, space.primitives, space.nodes,
                                         name=ARCHITECTURE)(inputs)
     elif mixing == "path":
-        alphas = PathSampler(num_cells, path_seed, space.primitives, space.nodes, name=PATH_SAMPLER)(inputs)
+        alphas = PathSampler(num_cells, config.path_seed, space.primitives, space.nodes, name=PATH_SAMPLER)(inputs)
 
     cell_channels = channels
     reduction_prev = False
@@ -146,12 +175,8 @@ def build_supernet(
         if reduction:
             cell_channels *= 2
         output, coefficients = _cell(
-            index, s0, s1, cell_channels, reduction, reduction_prev, attention_hidden_units, mixing, space,
-            None if alphas is None else alphas[index],
-            None if mixing != "attention" else dict(
-                embedding=attention_embedding, attention_init=attention_init,
-                attention_lr_multiplier=attention_lr_multiplier),
-            skip_dropout,
+            index, s0, s1, cell_channels, reduction, reduction_prev, config.attention_hidden_units, mixing, space,
+            None if alphas is None else alphas[index], config.attention_options, config.skip_dropout,
         )
         all_coefficients.append(coefficients)
         s0, s1 = s1, output
@@ -170,7 +195,7 @@ def build_supernet(
     return model_class(
         inputs=inputs,
         outputs={LOGITS: logits, COEFFICIENTS: coefficients},
-        clipnorm=clipnorm,
+        clipnorm=config.clipnorm,
         name=name,
     )
 

@@ -30,6 +30,7 @@ from asmnas_tf.rundir import run_dir as rd
 from asmnas_tf.rundir.checkpoints import check_resumable
 from asmnas_tf.space.search_space import search_space
 from asmnas_tf.supernet.budget import prepare_budget
+from asmnas_tf.supernet.builder import supernet_config
 from asmnas_tf.supernet.model import COEFFICIENTS
 from asmnas_tf.supernet.remedies import SearchRemedies, search_remedies
 from asmnas_tf.supernet.search_config import METHODS, SearchConfig, SearchResult, search_config  # noqa: F401
@@ -118,6 +119,7 @@ def _run(load_data, config, model_dir, supernet_kwargs=None, callbacks=(), remed
     """The skeleton every search runs: checks, resume, data, the search, its files."""
     config.check()
     remedies = (search_remedies() if remedies is None else remedies).check(search_space(), config.method)
+    supernet_config(**(supernet_kwargs or {}))  # the bound supernet options, before any data
     completed = _completed(model_dir) if model_dir is not None else None
     if completed:
         return completed
