@@ -29,6 +29,7 @@ _EXPORTS = {
     "SupernetConfig": "asmnas_tf.supernet.builder",
     "select_genotype": "asmnas_tf.supernet.selection",
     "build_eval_net": "asmnas_tf.evaluation.builder",
+    "EvalNetConfig": "asmnas_tf.evaluation.builder",
     "Genotype": "asmnas_tf.space.genotype",
     "Cell": "asmnas_tf.space.genotype",
     "Edge": "asmnas_tf.space.genotype",

@@ -229,3 +229,27 @@ def test_keras_save_and_load_round_trip(small_net, tmp_path):
     assert set(loaded(x, training=True)) == {LOGITS, AUX_LOGITS}
     assert loaded.auxiliary_weight == 0.4 and loaded.clipnorm == 5.0
     assert len(drop_path_layers(loaded)) == len(drop_path_layers(small_net))
+
+
+def test_eval_net_config_takes_gin_bindings_then_fields_and_checks_once():
+    import gin
+
+    from asmnas_tf.errors import UserError
+    from asmnas_tf.evaluation.builder import EvalNetConfig, eval_net_config
+
+    genotype = resolve_genotype("DARTS_V2", 2)
+    gin.clear_config()
+    try:
+        gin.parse_config("build_eval_net.channels = 6\nbuild_eval_net.auxiliary = False")
+        config = eval_net_config(stem_multiplier=2)
+        assert (config.channels, config.auxiliary, config.stem_multiplier, config.stem) == (6, False, 2, "cifar")
+        built = build_eval_net(genotype, (8, 8, 1), 3, config)
+        assert built.get_layer("stem_conv").kernel.shape == (3, 3, 1, 12)  # stem_multiplier * the bound C
+        assert built.count_params() == build_eval_net(genotype, (8, 8, 1), 3, stem_multiplier=2).count_params()
+        with pytest.raises(UserError, match=r"Expected an even build_eval_net.channels >= 2. Received: channels=7"):
+            eval_net_config(channels=7)
+        with pytest.raises(UserError, match=r"build_eval_net: unexpected argument\(s\) depth"):
+            build_eval_net(genotype, (8, 8, 1), 3, depth=4)
+    finally:
+        gin.clear_config()
+    assert EvalNetConfig().channels == 36  # DARTS's C without bindings

@@ -17,7 +17,7 @@ import asmnas_tf
 from conftest import REPO_ROOT, needs_fashion_mnist
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-PUBLIC = {"__version__", "search", "SearchResult", "SearchConfig", "SupernetConfig", "SearchRemedies", "train", "TrainResult",
+PUBLIC = {"__version__", "search", "SearchResult", "SearchConfig", "SupernetConfig", "EvalNetConfig", "SearchRemedies", "train", "TrainResult",
           "TrainConfig", "export", "build_supernet", "select_genotype", "build_eval_net", "Genotype", "Cell", "Edge", "read_genotype", "write_genotype",
           "named_genotype", "PRIMITIVES", "load_arrays", "as_image_arrays", "ImageArrays", "UserError"}
 

@@ -21,6 +21,7 @@ cell sees a reduction behind it. Padding is symmetric, as in PyTorch.
 Layer names say where a weight lives: `cell04_edge1to3_sep_conv_3x3`.
 """
 
+import dataclasses
 import difflib
 import numbers
 import os
@@ -39,6 +40,7 @@ from asmnas_tf.layers.ops import Identity, Zero, cell_preprocessing, make_op
 from asmnas_tf.space.primitives import cell_name, edge_name
 from asmnas_tf.space.search_space import search_space
 from asmnas_tf.errors import UserError
+from asmnas_tf.training.run_skeleton import config_with
 from asmnas_tf.names import STEMS
 
 # A named genotype is a (normal, reduce) pair, which fits any depth; this is
@@ -157,46 +159,60 @@ def _cell(index, s0, s1, cell, channels, reduction_prev, drop_path, space):
     return keras.layers.Concatenate(name=f"{name}_output")(outputs)
 
 
-@gin.configurable(denylist=["genotype", "input_shape", "num_classes", "drop_path", "check_only", "space"])
-def build_eval_net(
-    genotype,
-    input_shape,
-    num_classes,
-    channels=36,
-    stem="cifar",
-    auxiliary=True,
-    auxiliary_weight=0.4,
-    clipnorm=5.0,
-    label_smoothing=0.0,
-    stem_multiplier=3,
-    bn_momentum=None,
-    drop_path=True,
-    name="asm_eval_net",
-    check_only=False,
-    space=None,
-):
+@gin.configurable("build_eval_net")
+@dataclasses.dataclass(frozen=True)
+class EvalNetConfig:
+    """The evaluation network's options, checked once (`check`); its gin name is `build_eval_net`.
+
+    `build_eval_net.channels = 16` binds a field; fields not given keep gin's
+    binding, else these defaults (DARTS's CIFAR network: C = 36, the
+    auxiliary head at 0.4). `bn_momentum`: every BatchNorm's (Keras's sense:
+    moving = m * moving + (1 - m) * batch); None keeps PyTorch's 0.1, i.e.
+    0.9 here.
+    """
+
+    channels: int = 36
+    stem: str = "cifar"
+    auxiliary: bool = True
+    auxiliary_weight: float = 0.4
+    clipnorm: float = 5.0
+    label_smoothing: float = 0.0
+    stem_multiplier: int = 3
+    bn_momentum: float = None
+
+    def check(self):
+        """One line naming the first bad `build_eval_net` binding and what it accepts; returns self."""
+        _check_network_arguments(self.channels, self.stem, self.auxiliary, self.auxiliary_weight, self.clipnorm,
+                                 self.label_smoothing, self.bn_momentum)
+        return self
+
+
+def eval_net_config(config=None, **fields):
+    """`config` (or the bound EvalNetConfig) with `fields` replaced, checked; an unknown field is one line."""
+    return config_with(EvalNetConfig, config, fields, "build_eval_net").check()
+
+
+def build_eval_net(genotype, input_shape, num_classes, config=None, *, drop_path=True, name="asm_eval_net",
+                   space=None, **fields):
     """The evaluation network of `genotype` (a Genotype: one cell per network cell).
 
-    Outputs `{"logits"}` and, when `auxiliary`, `{"aux_logits"}` in training
-    (see `eval_model.EvalModel`). Drop-path layers start at rate 0; the
-    training run schedules them (`drop_path.DropPathSchedule`).
-    `bn_momentum`: every BatchNorm's (Keras's sense: moving = m * moving +
-    (1 - m) * batch); None keeps PyTorch's 0.1, i.e. 0.9 here. `check_only`:
-    check the arguments and return None (before any data is read).
-    `drop_path`: False builds no DropPath layer (a training with
-    `run_train.drop_path = 0`, which would only multiply by ones).
-    `space`: the network's SearchSpace (None: the bound `search_space()`);
-    a genotype of another space is refused in one line.
+    Of `config` (an `EvalNetConfig`) with `fields` replaced. Outputs
+    `{"logits"}` and, when `auxiliary`, `{"aux_logits"}` in training (see
+    `eval_model.EvalModel`). Drop-path layers start at rate 0; the training
+    run schedules them (`drop_path.DropPathSchedule`). `drop_path`: False
+    builds no DropPath layer (a training with `run_train.drop_path = 0`,
+    which would only multiply by ones). `space`: the network's SearchSpace
+    (None: the bound `search_space()`); a genotype of another space is
+    refused in one line.
     """
-    _check_network_arguments(channels, stem, auxiliary, auxiliary_weight, clipnorm, label_smoothing, bn_momentum)
+    config = eval_net_config(config, **fields)
+    channels, stem = config.channels, config.stem
     space = search_space() if space is None else space
-    if check_only:
-        return None
     check_genotype_space(genotype, space)
     if len(input_shape) != 3:
         raise UserError(f"Expected input_shape (H, W, C). Received: input_shape={input_shape}")
     inputs = keras.Input(shape=tuple(input_shape), name="images")
-    s0, s1, reduction_prev = _stem(inputs, channels, stem, stem_multiplier)
+    s0, s1, reduction_prev = _stem(inputs, channels, stem, config.stem_multiplier)
     reductions = [i for i, cell in enumerate(genotype.cells) if cell.reduction]
     aux_after = reductions[-1] if reductions else None
 
@@ -208,7 +224,7 @@ def build_eval_net(
         output = _cell(index, s0, s1, cell, cell_channels, reduction_prev, drop_path, genotype.space)
         s0, s1 = s1, output
         reduction_prev = cell.reduction
-        if auxiliary and index == aux_after:
+        if config.auxiliary and index == aux_after:
             aux_logits = AuxiliaryHead(num_classes, kind=stem, name="auxiliary_head")(output)
 
     pooled = keras.layers.GlobalAveragePooling2D(name="global_pool")(s1)
@@ -225,17 +241,17 @@ def build_eval_net(
     model = EvalModel(
         inputs=inputs,
         outputs=outputs,
-        auxiliary_weight=auxiliary_weight,
-        clipnorm=clipnorm,
-        label_smoothing=label_smoothing,
+        auxiliary_weight=config.auxiliary_weight,
+        clipnorm=config.clipnorm,
+        label_smoothing=config.label_smoothing,
         name=name,
     )
-    if bn_momentum is not None:
+    if config.bn_momentum is not None:
         # Set on the built layers (the ops make their own BatchNorms); Keras
         # reads `momentum` when the step is traced, and saves it in model.keras.
         for layer in model._flatten_layers(include_self=False):
             if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = float(bn_momentum)
+                layer.momentum = float(config.bn_momentum)
     return model
 
 

@@ -30,7 +30,7 @@ import keras
 
 from asmnas_tf.data.pipeline import flips, make_dataset
 from asmnas_tf.errors import UserError
-from asmnas_tf.evaluation.builder import build_eval_net
+from asmnas_tf.evaluation.builder import eval_net_config
 from asmnas_tf.evaluation.tta import check_test_time_augmentation
 from asmnas_tf.training.optim import CoupledSGD
 from asmnas_tf.training.schedules import ConstantSchedule, WarmupSchedule
@@ -119,7 +119,7 @@ def binding(configurable, parameter):
 def check_recipe(epochs, batch_size, network_options=None, test_time_augmentation=None):
     """Every recipe binding checked against the run's epochs: a UserError (one line) on the first bad one."""
     train_optimizer(epochs=epochs, batch_size=batch_size, check_only=True)
-    build_eval_net(None, None, None, check_only=True, **dict(network_options or {}))
+    eval_net_config(**dict(network_options or {}))
     for parameter in ("crop_padding", "cutout"):
         value = binding(make_dataset, parameter)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
