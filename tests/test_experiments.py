@@ -182,7 +182,7 @@ def test_a_variant_searches_as_its_method_with_its_own_bindings(tmp_path, monkey
     assert args[5:-1] == ["--gin_param=a.b = 1", "--gin_param=build_supernet.channels = 32",
                           "--gin_param=build_supernet.num_cells = 3", "--gin_param=run_search.seed = 5",
                           "--gin_param=run_search.method = 'darts1'", "--gin_param=run_search.epochs = 2"]
-    # Without variants the configuration (and so every older results file's fingerprint) is unchanged.
+    # The variants are part of the fingerprint: a results file of other variants is refused.
     plain = {k: v for k, v in config.items() if k != "variants"}
     assert compare.fingerprint(plain) != compare.fingerprint(config)
 

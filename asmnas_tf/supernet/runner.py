@@ -33,7 +33,7 @@ from asmnas_tf.supernet.budget import prepare_budget
 from asmnas_tf.supernet.builder import supernet_config
 from asmnas_tf.supernet.model import COEFFICIENTS
 from asmnas_tf.supernet.remedies import SearchRemedies, search_remedies
-from asmnas_tf.supernet.search_config import METHODS, SearchConfig, SearchResult, search_config  # noqa: F401
+from asmnas_tf.supernet.search_config import SearchConfig, SearchResult, search_config
 from asmnas_tf.supernet.search_end import (TrainedSupernet, initial_coefficients, rsps_select_and_write,
                                            select_and_write)
 from asmnas_tf.supernet.search_model import build_search_model
@@ -162,7 +162,8 @@ def _search(arrays, model_dir, config, supernet_kwargs, extra_callbacks, keep_fi
     if config.budget.active:  # one line now if no genotype fits, not after the training
         costs = prepare_budget(config.budget, arrays.image_shape, arrays.num_classes,
                                model.output[COEFFICIENTS].shape[1], search_space(), config.rule, remedies)
-    if chief and keep_files:
+    writes = chief and keep_files
+    if writes:
         write_operative_config(model_dir)
 
     source = {"method": method, "dataset": arrays.name, "seed": seed}
@@ -170,8 +171,7 @@ def _search(arrays, model_dir, config, supernet_kwargs, extra_callbacks, keep_fi
         source["remedies"] = dataclasses.asdict(remedies)
     # RSPS has no coefficients to watch: its selection ranks sampled paths.
     run = rd.RunDir(model_dir)
-    initial_coeffs = None if rsps else initial_coefficients(model, select, run, chief and keep_files)
-    writes = chief and keep_files
+    initial_coeffs = None if rsps else initial_coefficients(model, select, run, writes)
     telemetry = [] if subset is None or rsps else [SearchTelemetry(
         subset, initial_coeffs, config.rule, source, path=run.genotypes_path if writes else None,
         tensorboard_dir=run.tensorboard if writes else None)]
